@@ -1,0 +1,377 @@
+//! The custom resources: `TurnCredential`, `TurnKey` and `ClusterTurnKey` in `toma.dev/v1alpha1`.
+//!
+//! Doc comments on fields become `kubectl explain` text; validation lives in the CRD schema
+//! (ranges, enums) and in CEL rules where a rule spans fields, so the API server rejects bad
+//! manifests with a readable message before toma ever sees them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "toma.dev";
+/// Changing this annotation's value forces a new credential at once.
+pub const ROTATE_ANNOTATION: &str = "toma.dev/rotate";
+/// Cloudflare refuses longer lifetimes.
+pub const MAX_TTL_SECONDS: i64 = 172_800;
+pub const MIN_TTL_SECONDS: i64 = 60;
+
+/// A TURN credential that toma keeps fresh in a Secret.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "toma.dev",
+    version = "v1alpha1",
+    kind = "TurnCredential",
+    namespaced,
+    status = "TurnCredentialStatus",
+    shortname = "tc",
+    category = "toma",
+    doc = "A TURN credential that toma mints from a TurnKey or ClusterTurnKey, writes into a Secret and rotates before it expires.",
+    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#, priority = 1),
+    printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName", priority = 1),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    printcolumn(name = "Renewal", type_ = "date", json_path = ".status.renewalTime", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("!has(self.spec.renewBeforeSeconds) || self.spec.renewBeforeSeconds < self.spec.ttlSeconds")
+        .message("spec.renewBeforeSeconds must be less than spec.ttlSeconds"),
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.secretName) == has(oldSelf.secretName) && (!has(self.secretName) || self.secretName == oldSelf.secretName)")
+        .message("spec.secretName is immutable; create a new TurnCredential to write another Secret")
+)]
+pub struct TurnCredentialSpec {
+    /// The TurnKey (same namespace) or ClusterTurnKey that mints this credential.
+    pub key_ref: KeyRef,
+
+    /// Lifetime of each credential in seconds, from 60 to 172800 (48 hours, Cloudflare's maximum).
+    #[serde(default = "default_ttl_seconds")]
+    #[schemars(range(min = 60, max = 172800))]
+    pub ttl_seconds: i64,
+
+    /// How long before expiry a new credential is minted. Defaults to a third of the ttl, so
+    /// credentials are renewed at two thirds of their life. Must be less than ttlSeconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub renew_before_seconds: Option<i64>,
+
+    /// Name of the Secret to write, in the TurnCredential's namespace. Defaults to the
+    /// TurnCredential's name. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+
+    /// Extra labels and annotations for the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+
+    /// Which of the provider's URLs to keep. By default port-53 URLs are dropped, since browsers
+    /// block that port and a browser would wait for it to time out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_filter: Option<UrlFilter>,
+
+    /// Workloads to restart after each rotation, for consumers that read the Secret into
+    /// environment variables at start-up. A mounted Secret needs no restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub rollout_restart_targets: Vec<RolloutTarget>,
+
+    /// Revoke the live credential at the provider when this TurnCredential is deleted
+    /// (Cloudflare only; shared-secret credentials cannot be revoked and simply expire).
+    #[serde(default)]
+    pub revoke_on_delete: bool,
+
+    /// Cloudflare `customIdentifier`: a tag for the credential in Cloudflare's TURN analytics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub custom_identifier: Option<String>,
+}
+
+fn default_ttl_seconds() -> i64 {
+    86_400
+}
+
+/// A reference to the key that mints a credential.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRef {
+    /// TurnKey (in the TurnCredential's namespace) or ClusterTurnKey.
+    #[serde(default)]
+    pub kind: KeyKind,
+    /// Name of the TurnKey or ClusterTurnKey.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum KeyKind {
+    #[default]
+    TurnKey,
+    ClusterTurnKey,
+}
+
+/// Labels and annotations added to the Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Which ICE server URLs reach the Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UrlFilter {
+    /// URLs on these ports are dropped. Default [53].
+    #[serde(default = "default_excluded_ports")]
+    pub exclude_ports: Vec<u16>,
+    /// Keep only TURN URLs with these transports (udp, tcp, tls; `turns:` counts as tls).
+    /// Empty keeps every transport. STUN URLs are kept either way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transports: Vec<Transport>,
+}
+
+impl Default for UrlFilter {
+    fn default() -> Self {
+        Self {
+            exclude_ports: default_excluded_ports(),
+            transports: Vec::new(),
+        }
+    }
+}
+
+fn default_excluded_ports() -> Vec<u16> {
+    vec![53]
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+/// A workload restarted after each rotation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutTarget {
+    pub kind: RolloutKind,
+    /// Name of the workload, in the TurnCredential's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RolloutKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+/// What toma observed and did, in a form `kubectl get` and alerts can read.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnCredentialStatus {
+    /// `Ready` tells whether the Secret holds a valid credential that toma keeps fresh.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation of the spec that the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The Secret that holds the credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// When the current credential was minted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<Time>,
+    /// When the current credential stops working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// When toma will mint the next credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_time: Option<Time>,
+    /// How many credentials have been minted for this TurnCredential.
+    #[serde(default)]
+    pub rotations: i64,
+    /// Consecutive failed attempts since the last success; reset to 0 on success.
+    #[serde(default)]
+    pub failures: i64,
+    /// When the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<Time>,
+}
+
+/// A TURN key in one namespace, usable by TurnCredentials in that namespace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "toma.dev",
+    version = "v1alpha1",
+    kind = "TurnKey",
+    namespaced,
+    category = "toma",
+    doc = "A TURN provider key. TurnCredentials in the same namespace mint credentials with it.",
+    printcolumn(
+        name = "Provider",
+        type_ = "string",
+        json_path = ".spec.cloudflare.keyId",
+        description = "Cloudflare key ID"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.cloudflare) != has(self.sharedSecret)")
+        .message("exactly one provider block is required: cloudflare or sharedSecret"),
+    validation = Rule::new("(!has(self.cloudflare) || !has(self.cloudflare.apiTokenSecretRef.namespace)) && (!has(self.sharedSecret) || !has(self.sharedSecret.secretRef.namespace))")
+        .message("a TurnKey reads Secrets from its own namespace: remove secretRef namespace, or use a ClusterTurnKey")
+)]
+pub struct TurnKeySpec {
+    /// Mint credentials from Cloudflare's TURN service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudflare: Option<CloudflareProvider>,
+    /// Compute credentials locally with the TURN REST shared-secret scheme (coturn
+    /// use-auth-secret, eturnal, STUNner, pion/turn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_secret: Option<SharedSecretProvider>,
+}
+
+/// A TURN key for the whole cluster, usable by TurnCredentials in any namespace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "toma.dev",
+    version = "v1alpha1",
+    kind = "ClusterTurnKey",
+    category = "toma",
+    doc = "A cluster-wide TURN provider key. TurnCredentials in any namespace mint credentials with it.",
+    printcolumn(
+        name = "Provider",
+        type_ = "string",
+        json_path = ".spec.cloudflare.keyId",
+        description = "Cloudflare key ID"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.cloudflare) != has(self.sharedSecret)")
+        .message("exactly one provider block is required: cloudflare or sharedSecret"),
+    validation = Rule::new("(!has(self.cloudflare) || has(self.cloudflare.apiTokenSecretRef.namespace)) && (!has(self.sharedSecret) || has(self.sharedSecret.secretRef.namespace))")
+        .message("a ClusterTurnKey must name the namespace of its Secret in secretRef namespace")
+)]
+pub struct ClusterTurnKeySpec {
+    /// Mint credentials from Cloudflare's TURN service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudflare: Option<CloudflareProvider>,
+    /// Compute credentials locally with the TURN REST shared-secret scheme.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_secret: Option<SharedSecretProvider>,
+}
+
+/// A Cloudflare TURN key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudflareProvider {
+    /// The TURN key ID (public; it goes in the request URL).
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    pub key_id: String,
+    /// The Secret key holding the TURN key's API token.
+    pub api_token_secret_ref: SecretKeyRef,
+    /// Base URL of the TURN credential API. Default https://rtc.live.cloudflare.com.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("baseUrl must be an http(s) URL"))]
+    pub base_url: Option<String>,
+}
+
+/// A self-hosted TURN server that accepts TURN REST API (HMAC) credentials.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SharedSecretProvider {
+    /// The Secret key holding the shared secret configured on the TURN server.
+    pub secret_ref: SecretKeyRef,
+    /// The TURN/STUN URLs to hand to clients, e.g. turn:turn.example.com:3478?transport=udp.
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new("self.all(u, u.startsWith('turn:') || u.startsWith('turns:') || u.startsWith('stun:'))").message("urls must start with turn:, turns: or stun:"))]
+    pub urls: Vec<String>,
+    /// Suffix of the username after the expiry time (`<expiry>:<suffix>`). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub username_suffix: Option<String>,
+}
+
+/// A key in a Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret's data.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+    /// Namespace of the Secret: required for a ClusterTurnKey, not allowed for a TurnKey.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// The provider block of a TurnKey or ClusterTurnKey, whichever kind it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Provider {
+    Cloudflare(CloudflareProvider),
+    SharedSecret(SharedSecretProvider),
+}
+
+impl Provider {
+    /// The one provider block; None when the schema was bypassed and both or neither are set.
+    pub fn from_blocks(
+        cloudflare: Option<&CloudflareProvider>,
+        shared_secret: Option<&SharedSecretProvider>,
+    ) -> Option<Provider> {
+        match (cloudflare, shared_secret) {
+            (Some(cf), None) => Some(Provider::Cloudflare(cf.clone())),
+            (None, Some(ss)) => Some(Provider::SharedSecret(ss.clone())),
+            _ => None,
+        }
+    }
+
+    pub fn secret_ref(&self) -> &SecretKeyRef {
+        match self {
+            Provider::Cloudflare(cf) => &cf.api_token_secret_ref,
+            Provider::SharedSecret(ss) => &ss.secret_ref,
+        }
+    }
+}
+
+impl TurnCredential {
+    /// The Secret this credential is written to.
+    pub fn secret_name(&self) -> String {
+        self.spec
+            .secret_name
+            .clone()
+            .unwrap_or_else(|| kube::ResourceExt::name_any(self))
+    }
+
+    /// Seconds before expiry at which to renew: the spec's value, or a third of the ttl.
+    pub fn renew_before_seconds(&self) -> i64 {
+        self.spec
+            .renew_before_seconds
+            .unwrap_or(self.spec.ttl_seconds / 3)
+    }
+
+    pub fn url_filter(&self) -> UrlFilter {
+        self.spec.url_filter.clone().unwrap_or_default()
+    }
+
+    pub fn rotate_request(&self) -> Option<&str> {
+        self.metadata
+            .annotations
+            .as_ref()?
+            .get(ROTATE_ANNOTATION)
+            .map(String::as_str)
+    }
+}

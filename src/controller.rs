@@ -1,0 +1,115 @@
+//! Wiring the reconcile into a kube-runtime Controller.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ListParams;
+use kube::core::PartialObjectMeta;
+use kube::runtime::Predicate;
+use kube::runtime::controller::{self, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+use kube::{Api, Client};
+use tracing::{info, warn};
+
+use crate::api::TurnCredential;
+use crate::cloudflare::CloudflareClient;
+use crate::context::Context;
+use crate::metrics::{CredentialLabels, Metrics};
+use crate::reconcile::{error_policy, reconcile};
+use crate::secret::{MANAGED_BY, MANAGED_BY_LABEL};
+
+pub struct Settings {
+    /// Watch one namespace only; None watches the whole cluster.
+    pub namespace: Option<String>,
+    pub concurrency: u16,
+    pub provider_timeout: std::time::Duration,
+    /// Names this instance in Events.
+    pub instance: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("TurnCredentials cannot be listed ({0}); are the CRDs installed and may toma list them?")]
+pub struct NotQueryable(#[source] kube::Error);
+
+/// Runs the controller until `shutdown` resolves, then lets in-flight reconciles finish.
+/// `synced` turns true once the first list of TurnCredentials has been read.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    synced: Arc<AtomicBool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), NotQueryable> {
+    let (credentials, secrets) = match &settings.namespace {
+        Some(ns) => (
+            Api::<TurnCredential>::namespaced(client.clone(), ns),
+            Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    credentials
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(NotQueryable)?;
+
+    let (reader, writer) = reflector::store();
+    // Only spec changes (generation) and annotation changes (the rotate request) call for a
+    // reconcile; toma's own status writes do not, so it never wakes itself up.
+    let trigger = watcher(credentials, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(predicates::annotations),
+            Default::default(),
+        );
+    let ready_reader = reader.clone();
+    tokio::spawn(async move {
+        if ready_reader.wait_until_ready().await.is_ok() {
+            synced.store(true, Ordering::Relaxed);
+            info!("TurnCredentials listed; ready");
+        }
+    });
+
+    let ctx = Arc::new(Context {
+        cloudflare: CloudflareClient::new(settings.provider_timeout),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "toma".into(),
+                instance: settings.instance.clone(),
+            },
+        ),
+        metrics: metrics.clone(),
+        client,
+    });
+    // Secrets are watched metadata-only and only when labelled as toma's: their contents never
+    // stream into toma, and other Secrets cost nothing.
+    let owned_secrets = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    Controller::for_stream(trigger, reader)
+        .owns(secrets, owned_secrets)
+        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| {
+            match result {
+                Ok(_) => {}
+                // A deleted TurnCredential: drop its per-credential series.
+                Err(controller::Error::ObjectNotFound(object)) => {
+                    metrics.forget_credential(&CredentialLabels {
+                        namespace: object.namespace.clone().unwrap_or_default(),
+                        name: object.name.clone(),
+                    })
+                }
+                Err(controller::Error::ReconcilerFailed(..)) => {} // logged by error_policy
+                Err(other) => warn!(error = %other, "controller"),
+            }
+            std::future::ready(())
+        })
+        .await;
+    info!("controller stopped");
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! Resolving a TurnCredential's key: the TurnKey or ClusterTurnKey, and the Secret it names.
+//! A TurnKey reads its Secret from its own namespace; only a ClusterTurnKey crosses namespaces,
+//! to the one it names.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+
+use crate::api::{ClusterTurnKey, KeyKind, Provider, TurnCredential, TurnKey};
+use crate::error::{Error, Result};
+use crate::secret_value::SecretValue;
+
+/// A key ready to mint with.
+#[derive(Debug)]
+pub struct ResolvedKey {
+    /// `TurnKey app/cloudflare` or `ClusterTurnKey cloudflare`, for messages.
+    pub display: String,
+    pub provider: Provider,
+    pub secret: SecretValue,
+}
+
+pub async fn resolve(client: &Client, tc: &TurnCredential) -> Result<ResolvedKey> {
+    let namespace = tc.metadata.namespace.clone().unwrap_or_default();
+    let name = &tc.spec.key_ref.name;
+    let (kind, display, provider, secret_namespace) = match tc.spec.key_ref.kind {
+        KeyKind::TurnKey => {
+            let key = Api::<TurnKey>::namespaced(client.clone(), &namespace)
+                .get_opt(name)
+                .await
+                .map_err(Error::kube(format!("get TurnKey {namespace}/{name}")))?
+                .ok_or_else(|| Error::KeyNotFound {
+                    kind: "TurnKey",
+                    name: format!("{namespace}/{name}"),
+                })?;
+            let provider =
+                Provider::from_blocks(key.spec.cloudflare.as_ref(), key.spec.shared_secret.as_ref());
+            (
+                "TurnKey",
+                format!("TurnKey {namespace}/{name}"),
+                provider,
+                Some(namespace.clone()),
+            )
+        }
+        KeyKind::ClusterTurnKey => {
+            let key = Api::<ClusterTurnKey>::all(client.clone())
+                .get_opt(name)
+                .await
+                .map_err(Error::kube(format!("get ClusterTurnKey {name}")))?
+                .ok_or_else(|| Error::KeyNotFound {
+                    kind: "ClusterTurnKey",
+                    name: name.clone(),
+                })?;
+            let provider =
+                Provider::from_blocks(key.spec.cloudflare.as_ref(), key.spec.shared_secret.as_ref());
+            let secret_namespace = provider.as_ref().and_then(|p| p.secret_ref().namespace.clone());
+            (
+                "ClusterTurnKey",
+                format!("ClusterTurnKey {name}"),
+                provider,
+                secret_namespace,
+            )
+        }
+    };
+    let provider = provider.ok_or_else(|| {
+        Error::InvalidSpec(format!(
+            "{display} must have exactly one of cloudflare or sharedSecret"
+        ))
+    })?;
+    let secret_namespace = secret_namespace
+        .ok_or_else(|| Error::InvalidSpec(format!("{display} must name the namespace of its Secret")))?;
+    let secret = read_secret_key(client, kind, &secret_namespace, &provider).await?;
+    Ok(ResolvedKey {
+        display,
+        provider,
+        secret,
+    })
+}
+
+async fn read_secret_key(
+    client: &Client,
+    kind: &'static str,
+    namespace: &str,
+    provider: &Provider,
+) -> Result<SecretValue> {
+    let reference = provider.secret_ref();
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_opt(&reference.name)
+        .await
+        .map_err(Error::kube(format!("get Secret {namespace}/{}", reference.name)))?
+        .ok_or_else(|| Error::TokenSecretNotFound {
+            kind,
+            namespace: namespace.to_string(),
+            name: reference.name.clone(),
+        })?;
+    let value = secret
+        .data
+        .and_then(|mut data| data.remove(&reference.key))
+        .map(|bytes| bytes.0)
+        .filter(|bytes| !bytes.iter().all(u8::is_ascii_whitespace))
+        .ok_or_else(|| Error::TokenKeyMissing {
+            namespace: namespace.to_string(),
+            name: reference.name.clone(),
+            key: reference.key.clone(),
+        })?;
+    Ok(SecretValue::new(value))
+}

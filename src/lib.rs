@@ -1,0 +1,50 @@
+//! toma keeps short-lived TURN credentials fresh in Kubernetes Secrets.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cloudflare;
+pub mod context;
+pub mod controller;
+pub mod credential;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod metrics;
+pub mod provider;
+pub mod reconcile;
+pub mod rollout;
+pub mod schedule;
+pub mod secret;
+pub mod secret_value;
+pub mod shared_secret;
+pub mod status;
+
+#[cfg(test)]
+pub mod fixtures;
+#[cfg(test)]
+mod reconcile_tests;
+
+pub use error::{Error, Result};
+
+/// Picks ring as the TLS crypto provider for the whole process (kube uses it too), once.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Fails only if another provider was installed first, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// The CRDs, as the multi-document YAML that `toma crds` prints and `crds/` holds.
+pub fn crds_yaml() -> String {
+    use kube::CustomResourceExt;
+    let crds = [
+        api::TurnCredential::crd(),
+        api::TurnKey::crd(),
+        api::ClusterTurnKey::crd(),
+    ];
+    crds.iter()
+        .map(|crd| serde_saphyr::to_string(crd).expect("CRDs serialize to YAML"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}

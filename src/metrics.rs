@@ -1,0 +1,143 @@
+//! Prometheus metrics, served in the OpenMetrics text format on `/metrics`.
+
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicI64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderKindLabels {
+    pub provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciles: Counter,
+    pub reconcile_errors: Family<ReasonLabels, Counter>,
+    pub reconcile_duration: Histogram,
+    pub mints: Family<ProviderKindLabels, Counter>,
+    pub provider_requests: Family<ProviderLabels, Counter>,
+    pub provider_duration: Family<ProviderKindLabels, Histogram>,
+    pub expiration: Family<CredentialLabels, Gauge<i64, AtomicI64>>,
+    pub renewal: Family<CredentialLabels, Gauge<i64, AtomicI64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("toma");
+        let reconciles = Counter::default();
+        registry.register("reconciles", "Reconciles of TurnCredentials", reconciles.clone());
+        let reconcile_errors = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by reason",
+            reconcile_errors.clone(),
+        );
+        let reconcile_duration =
+            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile",
+            reconcile_duration.clone(),
+        );
+        let mints = Family::<ProviderKindLabels, Counter>::default();
+        registry.register(
+            "credentials_minted",
+            "Credentials minted, by provider",
+            mints.clone(),
+        );
+        let provider_requests = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "provider_requests",
+            "Requests to the provider API by HTTP status code (or timeout, unreachable)",
+            provider_requests.clone(),
+        );
+        let provider_duration = Family::<ProviderKindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+        });
+        registry.register(
+            "provider_request_duration_seconds",
+            "Latency of requests to the provider API",
+            provider_duration.clone(),
+        );
+        let expiration = Family::<CredentialLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "credential_expiration_timestamp_seconds",
+            "When the credential in each TurnCredential's Secret expires (Unix time)",
+            expiration.clone(),
+        );
+        let renewal = Family::<CredentialLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "credential_renewal_timestamp_seconds",
+            "When toma will mint the next credential for each TurnCredential (Unix time)",
+            renewal.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            mints,
+            provider_requests,
+            provider_duration,
+            expiration,
+            renewal,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a reconcile and measures it until the returned guard is dropped, early returns included.
+    pub fn reconcile_started(&self) -> DurationGuard<'_> {
+        self.reconciles.inc();
+        DurationGuard {
+            histogram: &self.reconcile_duration,
+            start: Instant::now(),
+        }
+    }
+
+    pub fn forget_credential(&self, labels: &CredentialLabels) {
+        self.expiration.remove(labels);
+        self.renewal.remove(labels);
+    }
+
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String never fails");
+        text
+    }
+}
+
+pub struct DurationGuard<'a> {
+    histogram: &'a Histogram,
+    start: Instant,
+}
+
+impl Drop for DurationGuard<'_> {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}

@@ -1,0 +1,47 @@
+//! Restarting workloads after a rotation, for consumers that read the Secret only at start-up
+//! (environment variables). Done the way `kubectl rollout restart` does it: a pod-template
+//! annotation with the time.
+
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use tracing::warn;
+
+use crate::api::{RolloutKind, TurnCredential};
+use crate::context::Context;
+
+pub const RESTARTED_AT_ANNOTATION: &str = "toma.dev/restartedAt";
+
+/// Restarts every target. A failure is reported as a Warning Event and does not fail the
+/// reconcile: the Secret already holds the new credential.
+pub async fn restart_targets(tc: &TurnCredential, ctx: &Context, now: Timestamp) {
+    let namespace = tc.namespace().unwrap_or_default();
+    let patch = json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: now.to_string()}}}}});
+    for target in &tc.spec.rollout_restart_targets {
+        let params = PatchParams::default();
+        let patch = Patch::Merge(&patch);
+        let client = ctx.client.clone();
+        let result = match target.kind {
+            RolloutKind::Deployment => Api::<Deployment>::namespaced(client, &namespace)
+                .patch(&target.name, &params, &patch)
+                .await
+                .map(drop),
+            RolloutKind::StatefulSet => Api::<StatefulSet>::namespaced(client, &namespace)
+                .patch(&target.name, &params, &patch)
+                .await
+                .map(drop),
+            RolloutKind::DaemonSet => Api::<DaemonSet>::namespaced(client, &namespace)
+                .patch(&target.name, &params, &patch)
+                .await
+                .map(drop),
+        };
+        if let Err(error) = result {
+            warn!(kind = ?target.kind, target = target.name, %error, "rollout restart failed");
+            let note = format!("could not restart {:?} {}: {error}", target.kind, target.name);
+            crate::reconcile::publish(ctx, tc, EventType::Warning, "RolloutRestartFailed", note).await;
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! When to renew a credential and when to try again after a failure.
+
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+/// The most that renewal is moved earlier, so credentials created together spread out.
+const MAX_JITTER: Duration = Duration::from_secs(300);
+const FIRST_RETRY: Duration = Duration::from_secs(5);
+const MAX_RETRY: Duration = Duration::from_secs(300);
+/// Even while failing, try at least this many times before a valid credential expires.
+const ATTEMPTS_BEFORE_EXPIRY: u32 = 4;
+const MIN_RETRY: Duration = Duration::from_secs(1);
+
+/// When to mint the next credential: `renew_before` ahead of expiry, moved earlier by a jitter of
+/// up to 5% of `renew_before` (at most 5 minutes). The jitter is derived from `seed` (the
+/// object's UID), so the same credential always gets the same renewal time and status is stable.
+pub fn renewal_time(
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+    renew_before_seconds: i64,
+    seed: &str,
+) -> Timestamp {
+    let renew_before = Duration::from_secs(renew_before_seconds.max(0) as u64);
+    let max_jitter = (renew_before / 20).min(MAX_JITTER);
+    let jitter = if max_jitter.is_zero() {
+        Duration::ZERO
+    } else {
+        let mut hasher = StableHasher::default();
+        seed.hash(&mut hasher);
+        issued_at.as_second().hash(&mut hasher);
+        Duration::from_millis(hasher.finish() % max_jitter.as_millis() as u64)
+    };
+    let at = expires_at - SignedDuration::try_from(renew_before + jitter).unwrap_or(SignedDuration::ZERO);
+    at.max(issued_at)
+}
+
+/// How long to wait before the next attempt after `failures` consecutive failures: doubling
+/// from 5 s up to 5 min, never sooner than the provider's Retry-After, and, while a valid
+/// credential exists, short enough to try several times before it expires.
+pub fn retry_delay(
+    failures: u32,
+    retry_after: Option<Duration>,
+    now: Timestamp,
+    expires_at: Option<Timestamp>,
+) -> Duration {
+    let doubling = FIRST_RETRY.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)));
+    let mut delay = doubling.min(MAX_RETRY);
+    if let Some(expires_at) = expires_at.filter(|e| *e > now) {
+        let remaining = Duration::try_from(expires_at - now).unwrap_or(Duration::ZERO);
+        delay = delay.min(remaining / ATTEMPTS_BEFORE_EXPIRY);
+    }
+    delay.max(retry_after.unwrap_or(Duration::ZERO)).max(MIN_RETRY)
+}
+
+/// How long until `at`, at least a second so a requeue never spins.
+pub fn until(now: Timestamp, at: Timestamp) -> Duration {
+    Duration::try_from(at - now)
+        .unwrap_or(Duration::ZERO)
+        .max(MIN_RETRY)
+}
+
+/// FNV-1a: stable across Rust releases, unlike `DefaultHasher`, so jitter survives upgrades.
+struct StableHasher(u64);
+
+impl Default for StableHasher {
+    fn default() -> Self {
+        StableHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for StableHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).unwrap()
+    }
+
+    #[test]
+    fn renewal_is_at_two_thirds_of_life_minus_a_small_jitter() {
+        let renewal = renewal_time(at(0), at(86_400), 86_400 / 3, "uid-1");
+        let two_thirds = at(57_600);
+        assert!(renewal <= two_thirds);
+        assert!(
+            renewal >= two_thirds - SignedDuration::from_secs(300),
+            "{renewal}"
+        );
+    }
+
+    #[test]
+    fn renewal_time_is_stable_for_the_same_credential() {
+        assert_eq!(
+            renewal_time(at(0), at(600), 200, "uid-1"),
+            renewal_time(at(0), at(600), 200, "uid-1")
+        );
+    }
+
+    #[test]
+    fn credentials_created_together_renew_at_different_times() {
+        let times: std::collections::BTreeSet<_> = (0..100)
+            .map(|i| renewal_time(at(0), at(86_400), 28_800, &format!("uid-{i}")))
+            .collect();
+        assert!(times.len() > 90, "only {} distinct renewal times", times.len());
+    }
+
+    #[test]
+    fn renewal_is_never_before_issue() {
+        assert_eq!(renewal_time(at(100), at(160), 60, "uid"), at(100));
+    }
+
+    #[test]
+    fn retries_double_up_to_five_minutes() {
+        let delays: Vec<u64> = (1..=9)
+            .map(|n| retry_delay(n, None, at(0), None).as_secs())
+            .collect();
+        assert_eq!(delays, vec![5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    }
+
+    #[test]
+    fn retry_after_is_honoured() {
+        assert_eq!(
+            retry_delay(1, Some(Duration::from_secs(42)), at(0), None),
+            Duration::from_secs(42)
+        );
+    }
+
+    #[test]
+    fn retries_get_more_frequent_as_expiry_nears() {
+        let far = retry_delay(9, None, at(0), Some(at(86_400)));
+        let near = retry_delay(9, None, at(0), Some(at(120)));
+        assert_eq!(far, Duration::from_secs(300));
+        assert_eq!(near, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_requeue_is_never_zero() {
+        assert_eq!(until(at(10), at(5)), Duration::from_secs(1));
+    }
+}
