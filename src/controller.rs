@@ -1,16 +1,16 @@
 //! Wiring the reconcile into a kube-runtime Controller.
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
-use kube::runtime::Predicate;
 use kube::runtime::controller::{self, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use tracing::{info, warn};
 
@@ -28,6 +28,16 @@ pub struct Settings {
     pub provider_timeout: std::time::Duration,
     /// Names this instance in Events.
     pub instance: Option<String>,
+}
+
+/// What calls for a reconcile: the spec (generation), the annotations (a rotate request) and
+/// deletion. toma's own status writes change none of these, so it never wakes itself up.
+fn reconcile_worthy(tc: &TurnCredential) -> Option<u64> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    tc.metadata.generation.hash(&mut hasher);
+    tc.metadata.annotations.hash(&mut hasher);
+    tc.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,23 +66,18 @@ pub async fn run(
         .map_err(NotQueryable)?;
 
     let (reader, writer) = reflector::store();
-    // Only spec changes (generation) and annotation changes (the rotate request) call for a
-    // reconcile; toma's own status writes do not, so it never wakes itself up.
     let trigger = watcher(credentials, watcher::Config::default().any_semantic())
         .default_backoff()
         .reflect(writer)
+        // Readiness comes from the stream itself: the store's wait_until_ready wakes only
+        // one waiter, and the controller is already that one.
+        .inspect_ok(move |event| {
+            if matches!(event, watcher::Event::InitDone) && !synced.swap(true, Ordering::Relaxed) {
+                info!("TurnCredentials listed; ready");
+            }
+        })
         .applied_objects()
-        .predicate_filter(
-            predicates::generation.combine(predicates::annotations),
-            Default::default(),
-        );
-    let ready_reader = reader.clone();
-    tokio::spawn(async move {
-        if ready_reader.wait_until_ready().await.is_ok() {
-            synced.store(true, Ordering::Relaxed);
-            info!("TurnCredentials listed; ready");
-        }
-    });
+        .predicate_filter(reconcile_worthy, Default::default());
 
     let ctx = Arc::new(Context {
         cloudflare: CloudflareClient::new(settings.provider_timeout),

@@ -60,7 +60,8 @@ pub fn error_policy(tc: Arc<TurnCredential>, error: &Error, ctx: Arc<Context>) -
 }
 
 async fn apply(tc: &TurnCredential, ctx: &Context) -> Result<Action> {
-    let now = Timestamp::now();
+    // Kubernetes keeps times to the second; so does toma, so what it wrote reads back equal.
+    let now = Timestamp::from_second(Timestamp::now().as_second()).expect("now is a valid time");
     let namespace = tc.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let secret_name = tc.secret_name();

@@ -1,0 +1,277 @@
+//! What every end-to-end test needs: a namespace of its own on the real control plane, the
+//! fake Cloudflare in-process, the real `toma` binary watching that namespace, and kubectl.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fake_cloudflare::FakeCloudflare;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::PostParams;
+use kube::{Api, Client};
+use toma::api::TurnCredential;
+
+pub const KEY_ID: &str = "0123456789abcdef0123456789abcdef";
+pub const TOKEN: &str = "e2e-api-token-0123456789";
+
+/// One test's world. Dropping it stops toma and deletes the namespace and the ClusterTurnKey.
+pub struct Env {
+    pub client: Client,
+    pub namespace: String,
+    pub fake: FakeCloudflare,
+    pub toma: Option<Toma>,
+}
+
+pub struct Toma {
+    child: Child,
+    pub http: String,
+}
+
+impl Drop for Toma {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.toma.take();
+        delete_namespace(&self.namespace);
+        let _ = kubectl(
+            &[
+                "delete",
+                "clusterturnkey",
+                &self.namespace,
+                "--ignore-not-found",
+                "--wait=false",
+            ],
+            None,
+        );
+    }
+}
+
+fn kubeconfig() -> String {
+    std::env::var("KUBECONFIG").expect("KUBECONFIG must point at the test control plane: run `make test`")
+}
+
+/// Runs kubectl with the test kubeconfig, feeding `stdin` if given. Ok(stdout) or Err(stderr).
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl is on PATH (hack/cluster.sh env)");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+pub fn apply(manifest: &str) {
+    if let Err(error) = kubectl(&["apply", "-f", "-"], Some(manifest)) {
+        panic!("kubectl apply failed: {error}\n{manifest}");
+    }
+}
+
+/// Deletes a namespace without waiting. Finalizers on its TurnCredentials are dropped first:
+/// with no toma left to honour them they would keep the namespace terminating forever.
+fn delete_namespace(namespace: &str) {
+    if let Ok(names) = kubectl(&["get", "turncredentials", "-n", namespace, "-o", "name"], None) {
+        for name in names.lines() {
+            let clear = r#"{"metadata":{"finalizers":null}}"#;
+            let _ = kubectl(
+                &["patch", name, "-n", namespace, "--type=merge", "-p", clear],
+                None,
+            );
+        }
+    }
+    let _ = kubectl(&["delete", "namespace", namespace, "--wait=false"], None);
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Env {
+    /// A fresh namespace named after the test, the fake Cloudflare with one key, and toma.
+    pub async fn start(test: &str) -> Env {
+        toma::install_crypto_provider();
+        let namespace = format!("e2e-{test}").replace('_', "-");
+        let client = Client::try_default()
+            .await
+            .expect("a client for the test control plane");
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        // A leftover from an earlier run goes first.
+        if namespaces.get_opt(&namespace).await.unwrap().is_some() {
+            delete_namespace(&namespace);
+            eventually(Duration::from_secs(60), || async {
+                namespaces.get_opt(&namespace).await.unwrap().is_none()
+            })
+            .await;
+        }
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap();
+        namespaces.create(&PostParams::default(), &ns).await.unwrap();
+
+        let fake = FakeCloudflare::start(fake_cloudflare::Config::default())
+            .await
+            .unwrap();
+        fake.add_key(KEY_ID, TOKEN);
+        let mut env = Env {
+            client,
+            namespace,
+            fake,
+            toma: None,
+        };
+        env.start_toma().await;
+        env
+    }
+
+    /// Starts toma watching this test's namespace, and waits until it is ready.
+    pub async fn start_toma(&mut self) {
+        let http = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_toma"))
+            .args(["run", "--namespace", &self.namespace, "--http-addr", &http])
+            .env("KUBECONFIG", kubeconfig())
+            .env("RUST_LOG", "info,toma=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the toma binary runs");
+        let toma = Toma {
+            child,
+            http: http.clone(),
+        };
+        self.toma = Some(toma);
+        let url = format!("http://{http}/readyz");
+        eventually(Duration::from_secs(30), || async {
+            reqwest::get(&url).await.is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+    }
+
+    pub fn stop_toma(&mut self) {
+        self.toma.take();
+    }
+
+    /// A ClusterTurnKey named after the namespace, its token Secret in the namespace.
+    pub fn apply_cloudflare_key(&self, token: &str) {
+        let ns = &self.namespace;
+        let base_url = self.fake.base_url();
+        apply(&format!(
+            r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: cloudflare-turn, namespace: {ns}}}
+stringData: {{api-token: "{token}"}}
+---
+apiVersion: toma.dev/v1alpha1
+kind: ClusterTurnKey
+metadata: {{name: {ns}}}
+spec:
+  cloudflare:
+    keyId: {KEY_ID}
+    apiTokenSecretRef: {{name: cloudflare-turn, key: api-token, namespace: {ns}}}
+    baseUrl: {base_url}
+"#
+        ));
+    }
+
+    /// A TurnCredential `name` using this test's ClusterTurnKey, with extra spec lines.
+    pub fn apply_credential(&self, name: &str, extra_spec: &str) {
+        let ns = &self.namespace;
+        apply(&format!(
+            r#"
+apiVersion: toma.dev/v1alpha1
+kind: TurnCredential
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  keyRef: {{kind: ClusterTurnKey, name: {ns}}}
+{extra_spec}
+"#
+        ));
+    }
+
+    pub fn credentials(&self) -> Api<TurnCredential> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Waits until the TurnCredential's Ready condition has `reason`, and returns it.
+    pub async fn wait_for_reason(&self, name: &str, reason: &str) -> TurnCredential {
+        let api = self.credentials();
+        let mut last = None;
+        for _ in 0..120 {
+            let tc = api.get(name).await.unwrap();
+            if ready(&tc).is_some_and(|(_, r)| r == reason) {
+                return tc;
+            }
+            last = Some(tc);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        panic!(
+            "{name} never reached reason {reason}; last status: {:?}",
+            last.and_then(|tc| tc.status)
+        );
+    }
+
+    /// toma's /metrics text.
+    pub async fn metrics(&self) -> String {
+        let http = &self.toma.as_ref().expect("toma runs").http;
+        reqwest::get(format!("http://{http}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// The Ready condition's (status, reason).
+pub fn ready(tc: &TurnCredential) -> Option<(String, String)> {
+    let condition = tc
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    Some((condition.status.clone(), condition.reason.clone()))
+}
+
+pub fn text(secret: &Secret, key: &str) -> String {
+    String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
+}
+
+/// Polls `check` every 250 ms until it holds, panicking after `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,385 @@
+//! End-to-end tests: the real `toma` binary against a real kube-apiserver, etcd and
+//! kube-controller-manager (hack/cluster.sh), driven with kubectl as a user would, with the
+//! fake Cloudflare as the provider. Run them with `make test`, which brings the control plane
+//! up; they are `#[ignore]`d so that a bare `cargo test` needs no cluster.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{Env, TOKEN, apply, eventually, kubectl, ready, text};
+use k8s_openapi::ByteString;
+use kube::ResourceExt;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::json;
+
+#[tokio::test]
+#[ignore = "needs the control plane of `make test`"]
+async fn applied_credential_produces_the_documented_secret_and_status() {
+    let env = Env::start("happy").await;
+    env.apply_cloudflare_key(TOKEN);
+    env.apply_credential("web", "  ttlSeconds: 3600\n  secretName: web-ice");
+
+    let tc = env.wait_for_reason("web", "Issued").await;
+    let status = tc.status.clone().unwrap();
+    let secret = env.secrets().get("web-ice").await.unwrap();
+
+    let mints = env.fake.mints();
+    assert_eq!(mints.len(), 1);
+    assert_eq!(mints[0].ttl, 3600);
+    let ice: serde_json::Value = serde_json::from_str(&text(&secret, "iceServers.json")).unwrap();
+    let turn = ice["iceServers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s.get("username").is_some())
+        .unwrap();
+    assert_eq!(turn["username"], json!(mints[0].username));
+    assert_eq!(turn["credential"], json!(mints[0].credential));
+    assert_eq!(text(&secret, "username"), mints[0].username);
+    assert_eq!(text(&secret, "credential"), mints[0].credential);
+    assert!(text(&secret, "urls").lines().any(|l| l.starts_with("turns:")));
+    assert!(
+        !text(&secret, "urls").contains(":53?"),
+        "port 53 is dropped by default"
+    );
+    assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+    assert_eq!(secret.labels()["app.kubernetes.io/managed-by"], "toma");
+    assert_eq!(secret.owner_references()[0].uid, tc.uid().unwrap());
+    let expires_at = status.expires_at.unwrap().0;
+    assert_eq!(text(&secret, "expiresAt"), expires_at.to_string());
+    assert_eq!(
+        secret.annotations()["toma.dev/expires-at"],
+        expires_at.to_string()
+    );
+    let issued_at = status.issued_at.unwrap().0;
+    assert_eq!(expires_at.as_second() - issued_at.as_second(), 3600);
+    let renewal = status.renewal_time.unwrap().0;
+    assert!(renewal < expires_at && renewal.as_second() >= issued_at.as_second() + 2400 - 60);
+    assert_eq!(status.observed_generation, tc.metadata.generation);
+
+    let table = kubectl(&["get", "tc", "-n", &env.namespace], None).unwrap();
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, vec!["NAME", "READY", "EXPIRES", "AGE"]);
+    assert!(
+        table.lines().nth(1).unwrap().split_whitespace().nth(1) == Some("True"),
+        "{table}"
+    );
+    let metrics = env.metrics().await;
+    assert!(metrics.contains(&format!(
+        "toma_credential_expiration_timestamp_seconds{{namespace=\"{}\",name=\"web\"}} {}",
+        env.namespace,
+        expires_at.as_second()
+    )));
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane of `make test`"]
+async fn short_lived_credential_rotates_on_time_with_one_mint_per_rotation() {
+    let env = Env::start("rotate").await;
+    env.apply_cloudflare_key(TOKEN);
+    // Renewed 10 s after each mint (less up to 2.5 s of jitter).
+    env.apply_credential("web", "  ttlSeconds: 60\n  renewBeforeSeconds: 50");
+
+    let api = env.credentials();
+    eventually(Duration::from_secs(60), || async {
+        api.get("web")
+            .await
+            .unwrap()
+            .status
+            .is_some_and(|s| s.rotations >= 4)
+    })
+    .await;
+
+    let tc = api.get("web").await.unwrap();
+    let status = tc.status.unwrap();
+    let mints = env.fake.mints();
+    // Between reading status and mints another rotation may have begun.
+    assert!(mints.len() as i64 == status.rotations || mints.len() as i64 == status.rotations + 1);
+    for pair in mints.windows(2) {
+        let gap = pair[1].issued_at - pair[0].issued_at;
+        assert!(
+            (6..=12).contains(&gap),
+            "rotation {gap} s after the previous one, expected 7.5 to 10"
+        );
+    }
+    let secret = env.secrets().get("web").await.unwrap();
+    let latest = env
+        .fake
+        .mints()
+        .into_iter()
+        .find(|m| m.username == text(&secret, "username"));
+    assert!(
+        latest.is_some(),
+        "the Secret holds a credential the provider issued"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane of `make test`"]
+async fn restarting_toma_mints_nothing_while_credentials_are_valid() {
+    let mut env = Env::start("restart").await;
+    env.apply_cloudflare_key(TOKEN);
+    env.apply_credential("a", "  ttlSeconds: 3600");
+    env.apply_credential("b", "  ttlSeconds: 3600");
+    env.wait_for_reason("a", "Issued").await;
+    env.wait_for_reason("b", "Issued").await;
+    let before = env.fake.mints().len();
+    let secret_before = env.secrets().get("a").await.unwrap();
+
+    env.stop_toma();
+    env.start_toma().await;
+    // Wait until the new process has reconciled both credentials.
+    eventually(Duration::from_secs(30), || async {
+        let metrics = env.metrics().await;
+        metrics
+            .lines()
+            .any(|l| l.starts_with("toma_reconciles_total ") && !l.ends_with(" 0"))
+            && metrics
+                .matches("toma_credential_renewal_timestamp_seconds{")
+                .count()
+                == 2
+    })
+    .await;
+
+    assert_eq!(env.fake.mints().len(), before, "a restart minted credentials");
+    let secret_after = env.secrets().get("a").await.unwrap();
+    assert_eq!(
+        secret_after.resource_version(),
+        secret_before.resource_version(),
+        "the Secret was rewritten"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane of `make test`"]
+async fn deleted_or_edited_secret_is_restored_and_deleting_the_credential_collects_it() {
+    let env = Env::start("repair").await;
+    env.apply_cloudflare_key(TOKEN);
+    env.apply_credential("web", "  ttlSeconds: 3600\n  revokeOnDelete: true");
+    env.wait_for_reason("web", "Issued").await;
+    let secrets = env.secrets();
+
+    secrets.delete("web", &DeleteParams::default()).await.unwrap();
+    eventually(Duration::from_secs(20), || async { env.fake.mints().len() == 2 }).await;
+    eventually(Duration::from_secs(20), || async {
+        secrets
+            .get_opt("web")
+            .await
+            .unwrap()
+            .is_some_and(|s| text(&s, "username") == env.fake.mints()[1].username)
+    })
+    .await;
+
+    let patch = json!({"data": {"credential": ByteString(b"edited".to_vec())}});
+    secrets
+        .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(20), || async { env.fake.mints().len() == 3 }).await;
+    eventually(Duration::from_secs(20), || async {
+        secrets
+            .get("web")
+            .await
+            .is_ok_and(|s| text(&s, "credential") == env.fake.mints()[2].credential)
+    })
+    .await;
+
+    let live_username = env.fake.mints()[2].username.clone();
+    kubectl(
+        &[
+            "delete",
+            "tc",
+            "web",
+            "-n",
+            &env.namespace,
+            "--wait=true",
+            "--timeout=30s",
+        ],
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        env.fake.revoked(),
+        vec![live_username],
+        "revokeOnDelete revokes the live credential"
+    );
+    // The real garbage collector removes the owned Secret.
+    eventually(Duration::from_secs(90), || async {
+        secrets.get_opt("web").await.unwrap().is_none()
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane of `make test`"]
+async fn forced_rotation_annotation_mints_a_new_credential() {
+    let env = Env::start("force").await;
+    env.apply_cloudflare_key(TOKEN);
+    env.apply_credential("web", "  ttlSeconds: 3600");
+    env.wait_for_reason("web", "Issued").await;
+
+    kubectl(
+        &[
+            "annotate",
+            "tc",
+            "web",
+            "-n",
+            &env.namespace,
+            "toma.dev/rotate=1",
+            "--overwrite",
+        ],
+        None,
+    )
+    .unwrap();
+    eventually(Duration::from_secs(20), || async { env.fake.mints().len() == 2 }).await;
+    eventually(Duration::from_secs(20), || async {
+        env.credentials()
+            .get("web")
+            .await
+            .unwrap()
+            .status
+            .is_some_and(|s| s.rotations == 2)
+    })
+    .await;
+    let secret = env.secrets().get("web").await.unwrap();
+    assert_eq!(text(&secret, "username"), env.fake.mints()[1].username);
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane of `make test`"]
+async fn invalid_manifests_are_rejected_by_the_api_server_with_a_readable_message() {
+    let env = Env::start("invalid").await;
+    let ns = &env.namespace;
+    let credential = |spec: &str| {
+        format!(
+            "apiVersion: toma.dev/v1alpha1\nkind: TurnCredential\nmetadata: {{name: bad, namespace: {ns}}}\nspec:\n{spec}\n"
+        )
+    };
+    let cluster_key = |spec: &str| {
+        format!(
+            "apiVersion: toma.dev/v1alpha1\nkind: ClusterTurnKey\nmetadata: {{name: bad-{ns}}}\nspec:\n{spec}\n"
+        )
+    };
+    let cf = "  cloudflare: {keyId: abc, apiTokenSecretRef: {name: s, key: k, namespace: x}}";
+    let ss = "  sharedSecret: {secretRef: {name: s, key: k, namespace: x}, urls: ['turn:t:3478']}";
+    let cases = [
+        (
+            credential("  keyRef: {name: k}\n  ttlSeconds: 30"),
+            "should be greater than or equal to 60",
+        ),
+        (
+            credential("  keyRef: {name: k}\n  ttlSeconds: 172801"),
+            "should be less than or equal to 172800",
+        ),
+        (
+            credential("  keyRef: {name: k}\n  ttlSeconds: 600\n  renewBeforeSeconds: 600"),
+            "spec.renewBeforeSeconds must be less than spec.ttlSeconds",
+        ),
+        (credential("  ttlSeconds: 600"), "spec.keyRef: Required value"),
+        (
+            credential("  keyRef: {kind: Secret, name: k}"),
+            "Unsupported value: \"Secret\"",
+        ),
+        (
+            cluster_key(&format!("{cf}\n{ss}")),
+            "exactly one provider block is required",
+        ),
+        (cluster_key("  {}"), "exactly one provider block is required"),
+        (
+            cluster_key("  cloudflare: {keyId: abc, apiTokenSecretRef: {name: s, key: k}}"),
+            "must name the namespace of its Secret",
+        ),
+        (
+            format!(
+                "apiVersion: toma.dev/v1alpha1\nkind: TurnKey\nmetadata: {{name: bad, namespace: {ns}}}\nspec:\n{cf}\n"
+            ),
+            "a TurnKey reads Secrets from its own namespace",
+        ),
+        (
+            cluster_key("  cloudflare: {keyId: abc}"),
+            "apiTokenSecretRef: Required value",
+        ),
+    ];
+    for (manifest, expected) in cases {
+        let error = kubectl(&["apply", "-f", "-"], Some(&manifest)).expect_err(&manifest);
+        assert!(
+            error.contains(expected),
+            "expected {expected:?} in:\n{error}\nfor:\n{manifest}"
+        );
+    }
+
+    apply(&credential("  keyRef: {name: k}\n  secretName: one"));
+    let error = kubectl(
+        &["apply", "-f", "-"],
+        Some(&credential("  keyRef: {name: k}\n  secretName: two")),
+    )
+    .unwrap_err();
+    assert!(error.contains("spec.secretName is immutable"), "{error}");
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane of `make test`"]
+async fn failures_set_ready_false_with_the_right_reason_and_disturb_nothing() {
+    let env = Env::start("failures").await;
+    let ns = env.namespace.clone();
+
+    // A TurnKey that does not exist.
+    apply(&format!(
+        "apiVersion: toma.dev/v1alpha1\nkind: TurnCredential\nmetadata: {{name: no-key, namespace: {ns}}}\nspec:\n  keyRef: {{name: missing}}\n"
+    ));
+    let tc = env.wait_for_reason("no-key", "KeyNotFound").await;
+    assert_eq!(ready(&tc).unwrap().0, "False");
+    assert!(
+        tc.status.unwrap().conditions[0]
+            .message
+            .contains(&format!("TurnKey {ns}/missing not found"))
+    );
+
+    // A key whose token Secret is missing.
+    apply(&format!(
+        r#"
+apiVersion: toma.dev/v1alpha1
+kind: TurnKey
+metadata: {{name: tokenless, namespace: {ns}}}
+spec:
+  cloudflare: {{keyId: {key}, apiTokenSecretRef: {{name: nowhere, key: api-token}}, baseUrl: {url}}}
+---
+apiVersion: toma.dev/v1alpha1
+kind: TurnCredential
+metadata: {{name: no-token, namespace: {ns}}}
+spec:
+  keyRef: {{name: tokenless}}
+"#,
+        key = harness::KEY_ID,
+        url = env.fake.base_url()
+    ));
+    env.wait_for_reason("no-token", "TokenNotFound").await;
+
+    // A wrong token: Unauthorized, and the token appears in no status or Event.
+    env.apply_cloudflare_key("wrong-token-e2e-secret");
+    env.apply_credential("wrong-token", "");
+    let tc = env.wait_for_reason("wrong-token", "Unauthorized").await;
+    assert!(env.secrets().get_opt("wrong-token").await.unwrap().is_none());
+    let events = kubectl(&["get", "events", "-n", &ns, "-o", "json"], None).unwrap();
+    assert!(events.contains("Unauthorized"), "a Warning Event was recorded");
+    assert!(
+        !events.contains("wrong-token-e2e-secret")
+            && !format!("{:?}", tc.status).contains("wrong-token-e2e-secret")
+    );
+
+    // A foreign Secret of the same name: SecretConflict, and the Secret is left as it was.
+    env.apply_cloudflare_key(TOKEN);
+    apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: taken, namespace: {ns}}}\nstringData: {{password: hunter2}}\n"
+    ));
+    env.apply_credential("taken", "");
+    env.wait_for_reason("taken", "SecretConflict").await;
+    let foreign = env.secrets().get("taken").await.unwrap();
+    assert_eq!(text(&foreign, "password"), "hunter2");
+    assert!(foreign.owner_references().is_empty() && foreign.data.unwrap().len() == 1);
+
+    // Fixing the token recovers the Unauthorized credential.
+    let _ = env.credentials().get("wrong-token").await.unwrap();
+    env.wait_for_reason("wrong-token", "Issued").await;
+}
