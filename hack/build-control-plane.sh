@@ -11,13 +11,13 @@
 #   (derived from the real go.mod, so no staging module is missed) and builds the commands from there.
 # - The version is stamped with ldflags so that /version and `kubectl version` report v1.37.2 (helm's
 #   kubeVersion checks rely on it).
-# - etcd v3.6.x: the line Kubernetes 1.35+ ships; built from a wrapper main around etcdmain.Main since
+# - etcd v3.7.x: Kubernetes v1.37 pins the etcd 3.7 client (go.mod, build/dependencies.yaml); built from a wrapper main around etcdmain.Main since
 #   the server module also carries `replace` lines.
 # - helm v3.22.0 with `go install` (its go.mod has no replace lines).
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.37.2}
-ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
+ETCD_VERSION=${ETCD_VERSION:-v3.7.3}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
 
 CACHE_ROOT=${TOMA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/toma}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs what the tests and the demo need on a fresh machine: Debian's openssl and curl, and
+# the control plane built from pinned upstream Go modules (cached outside the repository).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+missing=()
+for tool in openssl curl; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+hack/build-control-plane.sh >/dev/null
