@@ -30,7 +30,7 @@ pub enum Error {
     )]
     SecretConflict { namespace: String, name: String },
 
-    #[error("minting a credential with {key} failed: {source}")]
+    #[error("{key}: {source}")]
     Provider {
         key: String,
         #[source]

@@ -1,3 +1,6 @@
+//! Tests run on a multi-threaded runtime: kubectl calls block a thread while the in-process
+//! fake Cloudflare must keep answering.
+//!
 //! What every end-to-end test needs: a namespace of its own on the real control plane, the
 //! fake Cloudflare in-process, the real `toma` binary watching that namespace, and kubectl.
 
@@ -145,12 +148,20 @@ impl Env {
     /// Starts toma watching this test's namespace, and waits until it is ready.
     pub async fn start_toma(&mut self) {
         let http = format!("127.0.0.1:{}", free_port());
+        // Each test's toma logs to target/e2e-logs/<namespace>.log, appended across restarts.
+        let logs = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join(format!("{}.log", self.namespace)))
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_toma"))
             .args(["run", "--namespace", &self.namespace, "--http-addr", &http])
             .env("KUBECONFIG", kubeconfig())
             .env("RUST_LOG", "info,toma=debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .expect("the toma binary runs");
         let toma = Toma {

@@ -13,7 +13,7 @@ use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the control plane of `make test`"]
 async fn applied_credential_produces_the_documented_secret_and_status() {
     let env = Env::start("happy").await;
@@ -73,7 +73,7 @@ async fn applied_credential_produces_the_documented_secret_and_status() {
     )));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the control plane of `make test`"]
 async fn short_lived_credential_rotates_on_time_with_one_mint_per_rotation() {
     let env = Env::start("rotate").await;
@@ -115,7 +115,7 @@ async fn short_lived_credential_rotates_on_time_with_one_mint_per_rotation() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the control plane of `make test`"]
 async fn restarting_toma_mints_nothing_while_credentials_are_valid() {
     let mut env = Env::start("restart").await;
@@ -151,7 +151,7 @@ async fn restarting_toma_mints_nothing_while_credentials_are_valid() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the control plane of `make test`"]
 async fn deleted_or_edited_secret_is_restored_and_deleting_the_credential_collects_it() {
     let env = Env::start("repair").await;
@@ -211,7 +211,7 @@ async fn deleted_or_edited_secret_is_restored_and_deleting_the_credential_collec
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the control plane of `make test`"]
 async fn forced_rotation_annotation_mints_a_new_credential() {
     let env = Env::start("force").await;
@@ -246,7 +246,7 @@ async fn forced_rotation_annotation_mints_a_new_credential() {
     assert_eq!(text(&secret, "username"), env.fake.mints()[1].username);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the control plane of `make test`"]
 async fn invalid_manifests_are_rejected_by_the_api_server_with_a_readable_message() {
     let env = Env::start("invalid").await;
@@ -318,7 +318,7 @@ async fn invalid_manifests_are_rejected_by_the_api_server_with_a_readable_messag
     assert!(error.contains("spec.secretName is immutable"), "{error}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the control plane of `make test`"]
 async fn failures_set_ready_false_with_the_right_reason_and_disturb_nothing() {
     let env = Env::start("failures").await;

@@ -85,7 +85,9 @@ async fn a_request_without_user_agent_is_refused_with_403_error_code_1010() {
     let fake = start_fake(Config::default()).await;
 
     // reqwest sends no User-Agent unless told to.
-    let response = reqwest::Client::new()
+    let response = common::builder()
+        .build()
+        .unwrap()
         .post(credentials_url(&fake, KEY_ID, GENERATE_ICE_SERVERS))
         .bearer_auth(TOKEN)
         .json(&json!({"ttl": 600}))

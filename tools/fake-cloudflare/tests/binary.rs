@@ -38,18 +38,21 @@ fn terminate(mut child: Child) -> bool {
 }
 
 async fn mint(base_url: &str) -> Value {
-    let response = reqwest::Client::builder()
-        .user_agent("toma-tests/1.0")
-        .build()
-        .unwrap()
-        .post(format!(
-            "{base_url}/v1/turn/keys/k1/credentials/generate-ice-servers"
-        ))
-        .bearer_auth("t1")
-        .json(&json!({"ttl": 600, "customIdentifier": "demo"}))
-        .send()
-        .await
-        .unwrap();
+    let response = {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+    }
+    .user_agent("toma-tests/1.0")
+    .build()
+    .unwrap()
+    .post(format!(
+        "{base_url}/v1/turn/keys/k1/credentials/generate-ice-servers"
+    ))
+    .bearer_auth("t1")
+    .json(&json!({"ttl": 600, "customIdentifier": "demo"}))
+    .send()
+    .await
+    .unwrap();
     assert_eq!(response.status(), reqwest::StatusCode::CREATED);
     response.json().await.unwrap()
 }

@@ -13,7 +13,9 @@ fn control_url(fake: &FakeCloudflare, path: &str) -> String {
 
 async fn put_fault(fake: &FakeCloudflare, fault: Value) -> reqwest::Response {
     // No User-Agent: control endpoints are not behind the fake edge.
-    reqwest::Client::new()
+    common::builder()
+        .build()
+        .unwrap()
         .put(control_url(fake, "fault"))
         .json(&fault)
         .send()
@@ -22,7 +24,9 @@ async fn put_fault(fake: &FakeCloudflare, fault: Value) -> reqwest::Response {
 }
 
 async fn get_state(fake: &FakeCloudflare) -> Value {
-    reqwest::Client::new()
+    common::builder()
+        .build()
+        .unwrap()
         .get(control_url(fake, "state"))
         .send()
         .await
@@ -64,7 +68,9 @@ async fn the_state_lists_mints_revokes_and_request_counts_keyed_by_status() {
 async fn a_key_registered_through_the_control_endpoint_can_mint() {
     let fake = FakeCloudflare::start(Config::default()).await.unwrap();
 
-    let registered = reqwest::Client::new()
+    let registered = common::builder()
+        .build()
+        .unwrap()
         .post(control_url(&fake, "keys"))
         .json(&json!({"keyId": KEY_ID, "token": TOKEN}))
         .send()
@@ -145,7 +151,9 @@ async fn deleting_the_fault_restores_normal_answers() {
     let fake = start_fake(Config::default()).await;
     put_fault(&fake, json!({"mode": "server_error"})).await;
 
-    let deleted = reqwest::Client::new()
+    let deleted = common::builder()
+        .build()
+        .unwrap()
         .delete(control_url(&fake, "fault"))
         .send()
         .await
@@ -166,7 +174,9 @@ async fn reset_forgets_mints_revokes_and_counters_but_keeps_keys() {
     generate(&fake, GENERATE_ICE_SERVERS, json!({"ttl": 600})).await;
     revoke(&fake, &fake.mints()[0].username).await;
 
-    let reset = reqwest::Client::new()
+    let reset = common::builder()
+        .build()
+        .unwrap()
         .post(control_url(&fake, "reset"))
         .send()
         .await

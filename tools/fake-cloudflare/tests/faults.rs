@@ -207,7 +207,9 @@ async fn a_request_without_user_agent_does_not_use_up_a_fault() {
     let fake = start_fake(Config::default()).await;
     fake.set_fault_times(Fault::Unauthorized, 1);
 
-    let blocked = reqwest::Client::new()
+    let blocked = common::builder()
+        .build()
+        .unwrap()
         .post(credentials_url(&fake, KEY_ID, GENERATE_ICE_SERVERS))
         .bearer_auth(TOKEN)
         .json(&json!({"ttl": 600}))

@@ -19,12 +19,16 @@ pub async fn start_fake(config: Config) -> FakeCloudflare {
     fake
 }
 
+/// A client builder. Built in one workspace with toma, reqwest carries rustls without a crypto
+/// provider, so one is installed first.
+pub fn builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 /// A client that sends a User-Agent, as every well-behaved client must.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .user_agent("toma-tests/1.0")
-        .build()
-        .unwrap()
+    builder().user_agent("toma-tests/1.0").build().unwrap()
 }
 
 pub fn credentials_url(fake: &FakeCloudflare, key_id: &str, tail: &str) -> String {
