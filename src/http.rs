@@ -12,12 +12,27 @@ use axum::routing::get;
 
 use crate::metrics::Metrics;
 
+/// Ready means: the first list of TurnCredentials was read, and this instance leads (always
+/// true without leader election).
 #[derive(Clone)]
 pub struct Health {
     pub metrics: Arc<Metrics>,
-    /// True once the first list of TurnCredentials was read and, with leader election, while
-    /// this instance leads.
-    pub ready: Arc<AtomicBool>,
+    pub synced: Arc<AtomicBool>,
+    pub leading: Arc<AtomicBool>,
+}
+
+impl Health {
+    pub fn new(metrics: Arc<Metrics>) -> Health {
+        Health {
+            metrics,
+            synced: Arc::default(),
+            leading: Arc::default(),
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.synced.load(Ordering::Relaxed) && self.leading.load(Ordering::Relaxed)
+    }
 }
 
 pub fn router(health: Health) -> Router {
@@ -34,7 +49,7 @@ async fn metrics(State(health): State<Health>) -> impl IntoResponse {
 }
 
 async fn readyz(State(health): State<Health>) -> impl IntoResponse {
-    if health.ready.load(Ordering::Relaxed) {
+    if health.is_ready() {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")

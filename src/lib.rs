@@ -9,6 +9,7 @@ pub mod credential;
 pub mod error;
 pub mod http;
 pub mod keys;
+pub mod leader;
 pub mod metrics;
 pub mod provider;
 pub mod reconcile;

@@ -1,6 +1,7 @@
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -9,6 +10,7 @@ use tracing::{error, info};
 
 use toma::controller::{self, Settings};
 use toma::http::{self, Health};
+use toma::leader;
 use toma::metrics::Metrics;
 
 /// toma keeps short-lived TURN credentials fresh in Kubernetes Secrets.
@@ -44,9 +46,19 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "TOMA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// Name of this instance, shown in Events (the pod name in a cluster).
+    /// Name of this instance, shown in Events and used as the leader-election identity
+    /// (the pod name in a cluster). Default: the host name and process ID.
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+    /// Run only while holding a Lease, so several replicas can run and only one writes.
+    #[arg(long, env = "TOMA_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Name of the Lease for leader election.
+    #[arg(long, env = "TOMA_LEASE_NAME", default_value = "toma")]
+    lease_name: String,
+    /// Namespace of the Lease (toma's own namespace in a cluster); required with --leader-elect.
+    #[arg(long, env = "POD_NAMESPACE", required_if_eq("leader_elect", "true"))]
+    lease_namespace: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -66,62 +78,111 @@ fn init_logging(format: LogFormat) {
 }
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Crds => {
             print!("{}", toma::crds_yaml());
-            std::process::ExitCode::SUCCESS
+            ExitCode::SUCCESS
         }
         Command::Run(args) => run(args).await,
     }
 }
 
-async fn run(args: RunArgs) -> std::process::ExitCode {
+async fn run(args: RunArgs) -> ExitCode {
     init_logging(args.log_format);
     toma::install_crypto_provider();
     let client = match kube::Client::try_default().await {
         Ok(client) => client,
         Err(error) => {
             error!(%error, "cannot build a Kubernetes client; is KUBECONFIG or the in-cluster config there?");
-            return std::process::ExitCode::FAILURE;
+            return ExitCode::FAILURE;
         }
     };
     let metrics = Arc::new(Metrics::default());
-    let ready = Arc::new(AtomicBool::new(false));
+    let health = Health::new(metrics.clone());
+
+    // One stop signal for everything: SIGTERM/SIGINT, or a lost lease.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
-
-    let health = Health {
-        metrics: metrics.clone(),
-        ready: ready.clone(),
-    };
-    let server = tokio::spawn(http::serve(args.http_addr, health, stopped()));
+    let server = tokio::spawn(http::serve(args.http_addr, health.clone(), stopped()));
+    let signal_stop = stop_tx.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         info!("shutting down: finishing reconciles in flight");
-        let _ = stop_tx.send(true);
+        let _ = signal_stop.send(true);
     });
+
+    let identity = args.instance.clone().unwrap_or_else(default_identity);
+    let mut leadership = None;
+    if args.leader_elect {
+        let namespace = args.lease_namespace.clone().unwrap_or_default();
+        let mut campaign =
+            match leader::campaign(client.clone(), &args.lease_name, &namespace, &identity).await {
+                Ok(campaign) => campaign,
+                Err(error) => {
+                    error!(%error, "cannot take part in leader election");
+                    return ExitCode::FAILURE;
+                }
+            };
+        info!(lease = %args.lease_name, %namespace, %identity, "waiting to lead");
+        tokio::select! {
+            acquired = campaign.acquired() => if !acquired {
+                error!("leader election stopped before this instance could lead");
+                return ExitCode::FAILURE;
+            },
+            _ = stopped() => {
+                campaign.release().await;
+                let _ = server.await;
+                return ExitCode::SUCCESS;
+            }
+        }
+        let lost_stop = stop_tx.clone();
+        let leading = campaign.subscribe();
+        tokio::spawn(async move {
+            leader::lost(leading).await;
+            let _ = lost_stop.send(true);
+        });
+        leadership = Some(campaign);
+    }
+    health.leading.store(true, Ordering::Relaxed);
 
     let settings = Settings {
         namespace: args.namespace,
         concurrency: args.concurrency,
         provider_timeout: Duration::from_secs(args.provider_timeout_seconds),
-        instance: args.instance,
+        instance: Some(identity),
     };
-    let outcome = controller::run(client, settings, metrics, ready, stopped()).await;
+    let outcome = controller::run(client, settings, metrics, health.synced.clone(), stopped()).await;
+    health.leading.store(false, Ordering::Relaxed);
+    let lost_lease = leadership.as_ref().is_some_and(|l| !*l.subscribe().borrow());
+    if let Some(leadership) = leadership {
+        leadership.release().await;
+    }
+    let _ = stop_tx.send(true);
     let _ = server.await;
     match outcome {
-        Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             error!(%error, "cannot start");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
+        Ok(()) if lost_lease => {
+            // Exiting lets the restart campaign afresh, with nothing left over from leading.
+            error!("lost the lease; exiting");
+            ExitCode::FAILURE
+        }
+        Ok(()) => ExitCode::SUCCESS,
     }
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "toma".into());
+    format!("{}-{}", host.trim(), std::process::id())
 }
 
 async fn shutdown_signal() {

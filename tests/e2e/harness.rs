@@ -31,6 +31,23 @@ pub struct Toma {
     pub http: String,
 }
 
+impl Toma {
+    pub async fn is_ready(&self) -> bool {
+        let url = format!("http://{}/readyz", self.http);
+        reqwest::get(&url).await.is_ok_and(|r| r.status().is_success())
+    }
+
+    pub async fn wait_ready(&self) {
+        eventually(Duration::from_secs(30), || self.is_ready()).await;
+    }
+
+    /// Kills the process at once, as a crash or a lost node would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Toma {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -113,8 +130,16 @@ fn free_port() -> u16 {
 impl Env {
     /// A fresh namespace named after the test, the fake Cloudflare with one key, and toma.
     pub async fn start(test: &str) -> Env {
+        let mut env = Env::without_toma(test).await;
+        env.start_toma().await;
+        env
+    }
+
+    /// A fresh namespace named after the test and the fake Cloudflare with one key.
+    pub async fn without_toma(test: &str) -> Env {
         toma::install_crypto_provider();
-        let namespace = format!("e2e-{test}").replace('_', "-");
+        // A random suffix keeps concurrent runs on one control plane apart.
+        let namespace = format!("e2e-{test}-{:04x}", rand::random::<u16>()).replace('_', "-");
         let client = Client::try_default()
             .await
             .expect("a client for the test control plane");
@@ -135,20 +160,25 @@ impl Env {
             .await
             .unwrap();
         fake.add_key(KEY_ID, TOKEN);
-        let mut env = Env {
+        Env {
             client,
             namespace,
             fake,
             toma: None,
-        };
-        env.start_toma().await;
-        env
+        }
     }
 
     /// Starts toma watching this test's namespace, and waits until it is ready.
     pub async fn start_toma(&mut self) {
+        let toma = self.spawn_toma(&[]);
+        toma.wait_ready().await;
+        self.toma = Some(toma);
+    }
+
+    /// Starts another toma on this namespace with `extra` flags, without waiting.
+    pub fn spawn_toma(&self, extra: &[&str]) -> Toma {
         let http = format!("127.0.0.1:{}", free_port());
-        // Each test's toma logs to target/e2e-logs/<namespace>.log, appended across restarts.
+        // Each test's toma logs to <target tmp>/e2e-logs/<namespace>.log, appended across restarts.
         let logs = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs");
         std::fs::create_dir_all(&logs).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -158,22 +188,14 @@ impl Env {
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_toma"))
             .args(["run", "--namespace", &self.namespace, "--http-addr", &http])
+            .args(extra)
             .env("KUBECONFIG", kubeconfig())
             .env("RUST_LOG", "info,toma=debug")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("the toma binary runs");
-        let toma = Toma {
-            child,
-            http: http.clone(),
-        };
-        self.toma = Some(toma);
-        let url = format!("http://{http}/readyz");
-        eventually(Duration::from_secs(30), || async {
-            reqwest::get(&url).await.is_ok_and(|r| r.status().is_success())
-        })
-        .await;
+        Toma { child, http }
     }
 
     pub fn stop_toma(&mut self) {

@@ -383,3 +383,72 @@ spec:
     let _ = env.credentials().get("wrong-token").await.unwrap();
     env.wait_for_reason("wrong-token", "Issued").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane of `make test`"]
+async fn with_two_replicas_one_leads_and_the_other_takes_over_when_it_dies() {
+    let env = Env::without_toma("leader").await;
+    env.apply_cloudflare_key(TOKEN);
+    let lease = [
+        "--leader-elect",
+        "--lease-name",
+        "toma-e2e",
+        "--lease-namespace",
+        env.namespace.as_str(),
+    ];
+    let first = env.spawn_toma(&lease);
+    first.wait_ready().await;
+    let second = env.spawn_toma(&lease);
+    // Renewed about 10 s after each mint.
+    env.apply_credential("web", "  ttlSeconds: 60\n  renewBeforeSeconds: 50");
+    env.wait_for_reason("web", "Issued").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !second.is_ready().await,
+        "the standby must not be ready while the other leads"
+    );
+
+    first.kill();
+    // The lease lapses within 15 s; then the standby leads and keeps rotating.
+    eventually(Duration::from_secs(40), || second.is_ready()).await;
+    let api = env.credentials();
+    let rotations_at_takeover = api.get("web").await.unwrap().status.unwrap().rotations;
+    eventually(Duration::from_secs(40), || async {
+        api.get("web")
+            .await
+            .unwrap()
+            .status
+            .is_some_and(|s| s.rotations >= rotations_at_takeover + 2)
+    })
+    .await;
+
+    // Never two writers: every rotation was one mint, spaced as one writer spaces them.
+    let mints = env.fake.mints();
+    for pair in mints.windows(2) {
+        assert!(
+            pair[1].issued_at - pair[0].issued_at >= 6,
+            "two mints {} s apart",
+            pair[1].issued_at - pair[0].issued_at
+        );
+    }
+    let status = api.get("web").await.unwrap().status.unwrap();
+    assert!(
+        mints.len() as i64 - status.rotations <= 1,
+        "{} mints for {} rotations",
+        mints.len(),
+        status.rotations
+    );
+    let leases = kubectl(
+        &[
+            "get",
+            "lease",
+            "toma-e2e",
+            "-n",
+            &env.namespace,
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+        None,
+    );
+    assert!(leases.is_ok_and(|holder| !holder.is_empty()));
+}
