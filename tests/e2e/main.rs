@@ -452,3 +452,26 @@ async fn with_two_replicas_one_leads_and_the_other_takes_over_when_it_dies() {
     );
     assert!(leases.is_ok_and(|holder| !holder.is_empty()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane of `make test`"]
+async fn the_examples_are_accepted_by_the_api_server() {
+    let env = Env::without_toma("examples").await;
+    for file in [
+        "cloudflare-key.yaml",
+        "turncredential.yaml",
+        "pod.yaml",
+        "self-hosted-key.yaml",
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(file);
+        let manifest = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("namespace: app", &format!("namespace: {}", env.namespace))
+            .replace("namespace: toma-system", &format!("namespace: {}", env.namespace));
+        if let Err(error) = kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&manifest)) {
+            panic!("{file} was rejected: {error}");
+        }
+    }
+}
