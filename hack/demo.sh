@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hack/prerequisites.sh
-cargo build --quiet --bin toma --bin fake-cloudflare
+cargo build --quiet --workspace --bins
 hack/cluster.sh up
 eval "$(hack/cluster.sh env)"
 state=${TOMA_CLUSTER_DIR:-/tmp/toma-cluster}

@@ -32,8 +32,8 @@ pub const MIN_TTL_SECONDS: i64 = 60;
     printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
     printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#, priority = 1),
     printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName", priority = 1),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
-    printcolumn(name = "Renewal", type_ = "date", json_path = ".status.renewalTime", priority = 1),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
+    printcolumn(name = "Renewal", type_ = "string", json_path = ".status.renewalTime", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("!has(self.spec.renewBeforeSeconds) || self.spec.renewBeforeSeconds < self.spec.ttlSeconds")
         .message("spec.renewBeforeSeconds must be less than spec.ttlSeconds"),
