@@ -42,6 +42,7 @@ pub struct Metrics {
     pub provider_duration: Family<ProviderKindLabels, Histogram>,
     pub expiration: Family<CredentialLabels, Gauge<i64, AtomicI64>>,
     pub renewal: Family<CredentialLabels, Gauge<i64, AtomicI64>>,
+    pub ready: Family<CredentialLabels, Gauge<i64, AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -94,6 +95,12 @@ impl Default for Metrics {
             "When toma will mint the next credential for each TurnCredential (Unix time)",
             renewal.clone(),
         );
+        let ready = Family::<CredentialLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "credential_ready",
+            "1 when the TurnCredential's Ready condition is True, 0 when False",
+            ready.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -104,6 +111,7 @@ impl Default for Metrics {
             provider_duration,
             expiration,
             renewal,
+            ready,
         }
     }
 }
@@ -121,6 +129,7 @@ impl Metrics {
     pub fn forget_credential(&self, labels: &CredentialLabels) {
         self.expiration.remove(labels);
         self.renewal.remove(labels);
+        self.ready.remove(labels);
     }
 
     pub fn encode(&self) -> String {

@@ -71,65 +71,86 @@ async fn apply(tc: &TurnCredential, ctx: &Context) -> Result<Action> {
         .map_err(Error::kube(format!("get Secret {namespace}/{secret_name}")))?;
 
     match sync_secret(tc, ctx, &secrets, existing.as_ref(), now).await {
-        Ok(synced) => {
-            let new_status = status::issued(tc, &synced.credential, synced.renewal, synced.minted, now);
-            patch_status(tc, ctx, new_status).await?;
-            if synced.minted {
-                let (reason, verb) = if synced.replaced {
-                    ("Rotated", "rotated")
-                } else {
-                    ("Issued", "issued")
-                };
-                info!(expires_at = %synced.credential.expires_at, "credential {verb}");
-                let note = format!(
-                    "Secret {secret_name}: credential {verb}, valid until {}",
-                    synced.credential.expires_at
-                );
-                publish(ctx, tc, EventType::Normal, reason, note).await;
-                if synced.replaced {
-                    rollout::restart_targets(tc, ctx, now).await;
-                }
-            }
-            let labels = credential_labels(tc);
-            ctx.metrics
-                .expiration
-                .get_or_create(&labels)
-                .set(synced.credential.expires_at.as_second());
-            ctx.metrics
-                .renewal
-                .get_or_create(&labels)
-                .set(synced.renewal.as_second());
-            Ok(Action::requeue(schedule::until(now, synced.renewal).min(RESYNC)))
-        }
+        Ok(synced) => report_success(tc, ctx, synced, now).await,
         Err(error) => {
-            warn!(reason = error.reason(), %error, "could not keep the credential fresh");
-            ctx.metrics
-                .reconcile_errors
-                .get_or_create(&ReasonLabels {
-                    reason: error.reason().into(),
-                })
-                .inc();
             let current = existing
-                .as_ref()
                 .filter(|s| secret::is_owned_by(s, tc))
-                .and_then(secret::stored_credential);
-            let was = status::ready_state(tc.status.as_ref());
-            let new_status = status::failed(tc, &error, current.as_ref(), now);
-            let transition = status::ready_state(Some(&new_status)) != was;
-            let failures = u32::try_from(new_status.failures).unwrap_or(u32::MAX);
-            patch_status(tc, ctx, new_status).await?;
-            if transition {
-                publish(ctx, tc, EventType::Warning, error.reason(), error.to_string()).await;
-            }
-            let expires_at = current.as_ref().map(|c| c.expires_at);
-            Ok(Action::requeue(schedule::retry_delay(
-                failures,
-                error.retry_after(),
-                now,
-                expires_at,
-            )))
+                .and_then(|s| secret::stored_credential(&s));
+            report_failure(tc, ctx, error, current, now).await
         }
     }
+}
+
+async fn report_success(
+    tc: &TurnCredential,
+    ctx: &Context,
+    synced: Synced,
+    now: Timestamp,
+) -> Result<Action> {
+    let new_status = status::issued(tc, &synced.credential, synced.renewal, synced.minted, now);
+    patch_status(tc, ctx, new_status).await?;
+    if synced.minted {
+        let (reason, verb) = if synced.replaced {
+            ("Rotated", "rotated")
+        } else {
+            ("Issued", "issued")
+        };
+        info!(expires_at = %synced.credential.expires_at, "credential {verb}");
+        let note = format!(
+            "Secret {}: credential {verb}, valid until {}",
+            tc.secret_name(),
+            synced.credential.expires_at
+        );
+        publish(ctx, tc, EventType::Normal, reason, note).await;
+        if synced.replaced {
+            rollout::restart_targets(tc, ctx, now).await;
+        }
+    }
+    let labels = credential_labels(tc);
+    ctx.metrics
+        .expiration
+        .get_or_create(&labels)
+        .set(synced.credential.expires_at.as_second());
+    ctx.metrics
+        .renewal
+        .get_or_create(&labels)
+        .set(synced.renewal.as_second());
+    ctx.metrics.ready.get_or_create(&labels).set(1);
+    Ok(Action::requeue(schedule::until(now, synced.renewal).min(RESYNC)))
+}
+
+/// Reports a failure in status (an Event on each transition) and schedules the retry. What
+/// the Secret still holds stays there.
+async fn report_failure(
+    tc: &TurnCredential,
+    ctx: &Context,
+    error: Error,
+    current: Option<Credential>,
+    now: Timestamp,
+) -> Result<Action> {
+    warn!(reason = error.reason(), %error, "could not keep the credential fresh");
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ReasonLabels {
+            reason: error.reason().into(),
+        })
+        .inc();
+    ctx.metrics.ready.get_or_create(&credential_labels(tc)).set(0);
+    let was = status::ready_state(tc.status.as_ref());
+    let new_status = status::failed(tc, &error, current.as_ref(), now);
+    let transition = status::ready_state(Some(&new_status)) != was;
+    let failures = u32::try_from(new_status.failures).unwrap_or(u32::MAX);
+    patch_status(tc, ctx, new_status).await?;
+    if transition {
+        publish(ctx, tc, EventType::Warning, error.reason(), error.to_string()).await;
+    }
+    let expires_at = current.as_ref().map(|c| c.expires_at);
+    Ok(Action::requeue(schedule::retry_delay(
+        failures,
+        error.retry_after(),
+        now,
+        expires_at,
+    )))
 }
 
 /// Makes the Secret hold a valid credential for the current spec, minting only when the stored
