@@ -4,6 +4,7 @@
 //! up; they are `#[ignore]`d so that a bare `cargo test` needs no cluster.
 
 mod harness;
+mod invalid;
 
 use std::time::Duration;
 
@@ -66,6 +67,10 @@ async fn applied_credential_produces_the_documented_secret_and_status() {
         "{table}"
     );
     let metrics = env.metrics().await;
+    assert!(metrics.contains(&format!(
+        "toma_credential_ready{{namespace=\"{}\",name=\"web\"}} 1",
+        env.namespace
+    )));
     assert!(metrics.contains(&format!(
         "toma_credential_expiration_timestamp_seconds{{namespace=\"{}\",name=\"web\"}} {}",
         env.namespace,
@@ -244,78 +249,6 @@ async fn forced_rotation_annotation_mints_a_new_credential() {
     .await;
     let secret = env.secrets().get("web").await.unwrap();
     assert_eq!(text(&secret, "username"), env.fake.mints()[1].username);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the control plane of `make test`"]
-async fn invalid_manifests_are_rejected_by_the_api_server_with_a_readable_message() {
-    let env = Env::start("invalid").await;
-    let ns = &env.namespace;
-    let credential = |spec: &str| {
-        format!(
-            "apiVersion: toma.dev/v1alpha1\nkind: TurnCredential\nmetadata: {{name: bad, namespace: {ns}}}\nspec:\n{spec}\n"
-        )
-    };
-    let cluster_key = |spec: &str| {
-        format!(
-            "apiVersion: toma.dev/v1alpha1\nkind: ClusterTurnKey\nmetadata: {{name: bad-{ns}}}\nspec:\n{spec}\n"
-        )
-    };
-    let cf = "  cloudflare: {keyId: abc, apiTokenSecretRef: {name: s, key: k, namespace: x}}";
-    let ss = "  sharedSecret: {secretRef: {name: s, key: k, namespace: x}, urls: ['turn:t:3478']}";
-    let cases = [
-        (
-            credential("  keyRef: {name: k}\n  ttlSeconds: 30"),
-            "should be greater than or equal to 60",
-        ),
-        (
-            credential("  keyRef: {name: k}\n  ttlSeconds: 172801"),
-            "should be less than or equal to 172800",
-        ),
-        (
-            credential("  keyRef: {name: k}\n  ttlSeconds: 600\n  renewBeforeSeconds: 600"),
-            "spec.renewBeforeSeconds must be less than spec.ttlSeconds",
-        ),
-        (credential("  ttlSeconds: 600"), "spec.keyRef: Required value"),
-        (
-            credential("  keyRef: {kind: Secret, name: k}"),
-            "Unsupported value: \"Secret\"",
-        ),
-        (
-            cluster_key(&format!("{cf}\n{ss}")),
-            "exactly one provider block is required",
-        ),
-        (cluster_key("  {}"), "exactly one provider block is required"),
-        (
-            cluster_key("  cloudflare: {keyId: abc, apiTokenSecretRef: {name: s, key: k}}"),
-            "must name the namespace of its Secret",
-        ),
-        (
-            format!(
-                "apiVersion: toma.dev/v1alpha1\nkind: TurnKey\nmetadata: {{name: bad, namespace: {ns}}}\nspec:\n{cf}\n"
-            ),
-            "a TurnKey reads Secrets from its own namespace",
-        ),
-        (
-            cluster_key("  cloudflare: {keyId: abc}"),
-            "apiTokenSecretRef: Required value",
-        ),
-    ];
-    for (manifest, expected) in cases {
-        let error = kubectl(&["apply", "-f", "-"], Some(&manifest)).expect_err(&manifest);
-        assert!(
-            error.contains(expected),
-            "expected {expected:?} in:\n{error}\nfor:\n{manifest}"
-        );
-    }
-
-    apply(&credential("  keyRef: {name: k}\n  secretName: one"));
-    let error = kubectl(
-        &["apply", "-f", "-"],
-        Some(&credential("  keyRef: {name: k}\n  secretName: two")),
-    )
-    .unwrap_err();
-    assert!(error.contains("spec.secretName is immutable"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
