@@ -21,6 +21,9 @@ git diff --exit-code -- crds/ charts/ || { echo "generated files changed: run ha
 step "unit and integration tests"
 cargo test --workspace
 
+step "property tests at length (bad input at scale: 5000 cases each, about 30 s)"
+PROPTEST_CASES=${PROPTEST_CASES:-5000} cargo test --test properties
+
 step "control plane"
 # CRDs go in before the controller-manager starts, so its garbage collector knows them at once.
 TOMA_CLUSTER_CRDS=crds/ hack/cluster.sh up
