@@ -8,6 +8,7 @@
 #   hack/cluster.sh env      print `export KUBECONFIG=...` and `export PATH=<bin>:$PATH`, for
 #                            eval "$(hack/cluster.sh env)"  (kubectl and helm then come from the cache)
 #   hack/cluster.sh status   say whether it is up (apiserver /readyz) and where; exit 0 only when up
+#   hack/cluster.sh restart-apiserver [SECONDS]   stop the apiserver for SECONDS (default 10), restart it
 #
 # Environment: TOMA_CLUSTER_DIR (state dir, default /tmp/toma-cluster); TOMA_CLUSTER_CRDS (a file or
 # directory of manifests applied right after the apiserver is ready, before the controller
@@ -78,7 +79,7 @@ log() { printf 'cluster: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 usage() {
-  sed -n '4,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+  sed -n '4,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
   exit 2
 }
 
@@ -326,6 +327,29 @@ launch() {
   die "$name did not start (see $STATE/logs/$name.log)"
 }
 
+# The apiserver's command line, shared by `up` and `restart-apiserver`.
+launch_apiserver() {
+  local pki=$STATE/pki
+  launch kube-apiserver "$BIN/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+    --bind-address=127.0.0.1 \
+    --advertise-address=127.0.0.1 \
+    --endpoint-reconciler-type=none \
+    --secure-port="$API_PORT" \
+    --cert-dir="$STATE/apiserver-certs" \
+    --tls-cert-file="$pki/apiserver.crt" \
+    --tls-private-key-file="$pki/apiserver.key" \
+    --client-ca-file="$pki/ca.crt" \
+    --token-auth-file="$pki/tokens.csv" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$pki/sa.pub" \
+    --service-account-signing-key-file="$pki/sa.key" \
+    --service-cluster-ip-range=10.0.0.0/24 \
+    --authorization-mode=RBAC \
+    --allow-privileged=true \
+    --v=1
+}
+
 # wait_for NAME TIMEOUT CHECK [WHAT]: poll CHECK every 0.2 s while NAME's process lives.
 wait_for() {
   local name=$1 timeout=$2 check=$3 what=${4:-ready} start=$SECONDS
@@ -414,24 +438,7 @@ ENV
     --log-level=warn
   wait_for etcd 30 etcd_healthy
 
-  launch kube-apiserver "$BIN/kube-apiserver" \
-    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --bind-address=127.0.0.1 \
-    --advertise-address=127.0.0.1 \
-    --endpoint-reconciler-type=none \
-    --secure-port="$API_PORT" \
-    --cert-dir="$STATE/apiserver-certs" \
-    --tls-cert-file="$pki/apiserver.crt" \
-    --tls-private-key-file="$pki/apiserver.key" \
-    --client-ca-file="$pki/ca.crt" \
-    --token-auth-file="$pki/tokens.csv" \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file="$pki/sa.pub" \
-    --service-account-signing-key-file="$pki/sa.key" \
-    --service-cluster-ip-range=10.0.0.0/24 \
-    --authorization-mode=RBAC \
-    --allow-privileged=true \
-    --v=1
+  launch_apiserver
   wait_for kube-apiserver "$READY_TIMEOUT" apiserver_readyz
 
   write_kubeconfig "$STATE/kubeconfig" toma-admin "$pki/admin.token"
@@ -538,15 +545,34 @@ cmd_status() {
   esac
 }
 
+# Stops the apiserver for SECONDS, then starts it again on the same port with the same state:
+# for tests of how clients ride out an API outage. etcd and the controller manager keep running.
+cmd_restart_apiserver() {
+  local downtime=${1:-10}
+  [ "$(cluster_state)" = up ] || die "the control plane is not up"
+  # shellcheck disable=SC1091
+  . "$STATE/cluster.env"
+  stop_pid kube-apiserver "$(component_pid kube-apiserver)" || die "kube-apiserver did not stop"
+  log "kube-apiserver stopped for ${downtime}s"
+  sleep "$downtime"
+  launch_apiserver
+  wait_for kube-apiserver "$READY_TIMEOUT" apiserver_readyz
+  sed -i "s/^APISERVER_PID=.*/APISERVER_PID=$(component_pid kube-apiserver)/" "$STATE/cluster.env"
+  log "kube-apiserver is back"
+}
+
 main() {
-  [ $# -eq 1 ] || usage
+  [ $# -ge 1 ] || usage
   case $1 in
-    up | down | env | status) ;;
+    up | down | env | status) [ $# -eq 1 ] || usage ;;
+    restart-apiserver) [ $# -le 2 ] || usage ;;
     *) usage ;;
   esac
   exec 9>"$LOCK"
   flock -w 600 9 || die "another hack/cluster.sh holds $LOCK"
-  "cmd_$1"
+  local command=${1//-/_}
+  shift
+  "cmd_$command" "$@"
 }
 
 main "$@"

@@ -32,6 +32,9 @@ eval "$(hack/cluster.sh env)"
 kubectl apply --server-side -f crds/
 
 step "end-to-end tests"
-cargo test --test e2e -- --ignored --test-threads "${E2E_THREADS:-4}"
+cargo test --test e2e -- --ignored --skip disruptive:: --test-threads "${E2E_THREADS:-4}"
+
+step "end-to-end tests that disturb the control plane, alone"
+cargo test --test e2e -- --ignored disruptive:: --test-threads 1
 
 step "done in $(($(date +%s) - started)) s"

@@ -3,6 +3,7 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
@@ -10,6 +11,7 @@ use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use tracing::{info, warn};
@@ -28,6 +30,36 @@ pub struct Settings {
     pub provider_timeout: std::time::Duration,
     /// Names this instance in Events.
     pub instance: Option<String>,
+}
+
+/// Re-watches soon after an API server outage: waits double from 0.5 s to at most 5 s (with
+/// jitter) and start over after any success. kube's default grows to 30 s and resets only after
+/// two quiet minutes, which left toma deaf for a minute after a 15 s outage.
+struct WatchBackoff {
+    next: Duration,
+}
+
+const FIRST_REWATCH: Duration = Duration::from_millis(500);
+const MAX_REWATCH: Duration = Duration::from_secs(5);
+
+fn watch_backoff() -> WatchBackoff {
+    WatchBackoff { next: FIRST_REWATCH }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next;
+        self.next = (delay * 2).min(MAX_REWATCH);
+        Some(delay.mul_f64(rand::random_range(0.75..1.25)))
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = FIRST_REWATCH;
+    }
 }
 
 /// What calls for a reconcile: the spec (generation), the annotations (a rotate request) and
@@ -67,7 +99,7 @@ pub async fn run(
 
     let (reader, writer) = reflector::store();
     let trigger = watcher(credentials, watcher::Config::default().any_semantic())
-        .default_backoff()
+        .backoff(watch_backoff())
         .reflect(writer)
         // Readiness comes from the stream itself: the store's wait_until_ready wakes only
         // one waiter, and the controller is already that one.
@@ -96,6 +128,7 @@ pub async fn run(
     let owned_secrets = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
     Controller::for_stream(trigger, reader)
         .owns(secrets, owned_secrets)
+        .trigger_backoff(watch_backoff())
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -117,4 +150,20 @@ pub async fn run(
         .await;
     info!("controller stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewatching_waits_at_most_five_seconds_and_starts_over_after_a_success() {
+        let mut backoff = watch_backoff();
+        let delays: Vec<Duration> = (&mut backoff).take(8).collect();
+        assert!(delays[0] <= Duration::from_millis(625));
+        assert!(delays.iter().all(|d| *d <= MAX_REWATCH.mul_f64(1.25)));
+        assert!(delays[7] >= MAX_REWATCH.mul_f64(0.75));
+        backoff.reset();
+        assert!(backoff.next().unwrap() <= Duration::from_millis(625));
+    }
 }

@@ -37,7 +37,7 @@ pub enum Error {
         source: ProviderError,
     },
 
-    #[error("failed to {action}: {source}")]
+    #[error("failed to {action}: {}", describe_kube_error(.source))]
     Kube {
         action: String,
         #[source]
@@ -46,6 +46,14 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The API server's own words for a refused call (kube's text for it embeds a Debug dump).
+fn describe_kube_error(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => format!("{} (HTTP {} {})", status.message, status.code, status.reason),
+        other => other.to_string(),
+    }
+}
 
 impl Error {
     pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
@@ -79,5 +87,27 @@ impl Error {
             Error::Provider { source, .. } => source.retry_after(),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_api_call_reads_as_the_api_servers_message() {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": 403, "reason": "Forbidden",
+            "message": "clusterturnkeys.toma.dev \"cf\" is forbidden: User \"x\" cannot get resource"
+        }))
+        .unwrap();
+        let error = Error::Kube {
+            action: "get ClusterTurnKey cf".into(),
+            source: kube::Error::Api(Box::new(status)),
+        };
+        assert_eq!(
+            error.to_string(),
+            "failed to get ClusterTurnKey cf: clusterturnkeys.toma.dev \"cf\" is forbidden: User \"x\" cannot get resource (HTTP 403 Forbidden)"
+        );
     }
 }

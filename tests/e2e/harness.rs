@@ -190,7 +190,10 @@ impl Env {
             .args(["run", "--namespace", &self.namespace, "--http-addr", &http])
             .args(extra)
             .env("KUBECONFIG", kubeconfig())
-            .env("RUST_LOG", "info,toma=debug")
+            .env(
+                "RUST_LOG",
+                std::env::var("TOMA_E2E_LOG").unwrap_or_else(|_| "info,toma=debug".into()),
+            )
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

@@ -3,7 +3,10 @@
 //! fake Cloudflare as the provider. Run them with `make test`, which brings the control plane
 //! up; they are `#[ignore]`d so that a bare `cargo test` needs no cluster.
 
+mod disruptive;
+mod faults;
 mod harness;
+mod helm;
 mod invalid;
 
 use std::time::Duration;

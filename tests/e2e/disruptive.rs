@@ -1,0 +1,83 @@
+//! Tests that disturb the whole control plane. hack/test.sh runs them alone, after the rest.
+
+use std::process::Command;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::harness::{Env, TOKEN, eventually, kubectl, text};
+
+/// Stops the test control plane's apiserver for `seconds`, then brings it back.
+fn restart_apiserver(seconds: u64) {
+    let kubeconfig = std::path::PathBuf::from(std::env::var("KUBECONFIG").unwrap());
+    let status = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/hack/cluster.sh"))
+        .args(["restart-apiserver", &seconds.to_string()])
+        .env("TOMA_CLUSTER_DIR", kubeconfig.parent().unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success(), "hack/cluster.sh restart-apiserver failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane of `make test`, alone"]
+async fn an_api_server_outage_is_ridden_out_and_rotation_resumes() {
+    let env = Env::start("outage").await;
+    env.apply_cloudflare_key(TOKEN);
+    // Renewed 10 s after each mint; valid for 60 s.
+    env.apply_credential("web", "  ttlSeconds: 60\n  renewBeforeSeconds: 50");
+    env.wait_for_reason("web", "Issued").await;
+
+    // Longer than a rotation period: one renewal falls inside the outage.
+    restart_apiserver(15);
+    let back = Timestamp::now();
+
+    let api = env.credentials();
+    let secrets = env.secrets();
+    let rotations_after_outage = api.get("web").await.unwrap().status.unwrap().rotations;
+    eventually(Duration::from_secs(40), || async {
+        api.get("web")
+            .await
+            .unwrap()
+            .status
+            .is_some_and(|s| s.rotations >= rotations_after_outage + 2)
+    })
+    .await;
+    let secret = secrets.get("web").await.unwrap();
+    let expires_at: Timestamp = text(&secret, "expiresAt").parse().unwrap();
+    assert!(
+        expires_at > Timestamp::now(),
+        "the Secret holds an expired credential"
+    );
+    assert!(
+        env.fake
+            .mints()
+            .iter()
+            .any(|m| m.username == text(&secret, "username"))
+    );
+
+    // The watch is back: a forced rotation is acted on at once.
+    let before = env.fake.mints().len();
+    kubectl(
+        &[
+            "annotate",
+            "tc",
+            "web",
+            "-n",
+            &env.namespace,
+            "toma.dev/rotate=after-outage",
+            "--overwrite",
+        ],
+        None,
+    )
+    .unwrap();
+    let annotated = Timestamp::now();
+    eventually(Duration::from_secs(10), || async {
+        env.fake.mints().len() > before
+    })
+    .await;
+    let reacted = env.fake.mints().last().unwrap().issued_at as i64 - annotated.as_second();
+    assert!(
+        reacted <= 5,
+        "forced rotation took {reacted} s after the outage ended at {back}"
+    );
+}

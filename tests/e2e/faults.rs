@@ -1,0 +1,251 @@
+//! Faults: the provider misbehaving for a while, toma killed mid-rotation, a credential nearing
+//! expiry while the provider fails. Nothing may be lost, and status and Events must say what
+//! happened.
+
+use std::time::Duration;
+
+use fake_cloudflare::Fault;
+use jiff::Timestamp;
+
+use crate::harness::{Env, TOKEN, kubectl, ready, text};
+
+/// Provider requests time out after this long in these tests.
+const PROVIDER_TIMEOUT: &str = "2";
+
+async fn env_with_issued_credential(test: &str) -> Env {
+    let mut env = Env::without_toma(test).await;
+    let toma = env.spawn_toma(&["--provider-timeout-seconds", PROVIDER_TIMEOUT]);
+    toma.wait_ready().await;
+    env.toma = Some(toma);
+    env.apply_cloudflare_key(TOKEN);
+    env.apply_credential("web", "  ttlSeconds: 3600");
+    env.wait_for_reason("web", "Issued").await;
+    env
+}
+
+fn rotate(env: &Env, value: &str) {
+    kubectl(
+        &[
+            "annotate",
+            "tc",
+            "web",
+            "-n",
+            &env.namespace,
+            &format!("toma.dev/rotate={value}"),
+            "--overwrite",
+        ],
+        None,
+    )
+    .unwrap();
+}
+
+/// Sets `fault`, forces a rotation, expects `reason` while the Secret keeps the old credential,
+/// then lifts the fault and expects recovery within one backoff step.
+async fn provider_fault_then_recovery(test: &str, fault: Fault, reason: &str) {
+    let env = env_with_issued_credential(test).await;
+    let before = env.secrets().get("web").await.unwrap();
+    env.fake.set_fault(fault);
+    rotate(&env, "1");
+
+    let failed = env.wait_for_reason("web", reason).await;
+    let status = failed.status.clone().unwrap();
+    assert_eq!(ready(&failed).unwrap().0, "False");
+    assert!(
+        status.conditions[0]
+            .message
+            .contains("the current credential stays in Secret web until")
+    );
+    let during = env.secrets().get("web").await.unwrap();
+    assert_eq!(
+        during.data, before.data,
+        "the Secret changed while the provider failed"
+    );
+    let events = kubectl(
+        &[
+            "get",
+            "events",
+            "-n",
+            &env.namespace,
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ],
+        None,
+    )
+    .unwrap();
+    assert!(
+        events.split_whitespace().any(|r| r == reason),
+        "no {reason} Event in {events}"
+    );
+
+    env.fake.clear_fault();
+    let lifted = Timestamp::now();
+    let recovered = env.wait_for_reason("web", "Issued").await;
+    let waited = Timestamp::now().as_second() - lifted.as_second();
+    // Backoff starts at 5 s and doubles; the first attempts fail within seconds, so recovery
+    // comes within one step of at most 20 s.
+    assert!(
+        waited <= 25,
+        "recovery took {waited} s after the provider recovered"
+    );
+    let after = env.secrets().get("web").await.unwrap();
+    assert_eq!(
+        text(&after, "username"),
+        env.fake.mints().last().unwrap().username
+    );
+    assert_eq!(recovered.status.unwrap().failures, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane of `make test`"]
+async fn provider_answering_401_sets_unauthorized_then_recovers() {
+    provider_fault_then_recovery("fault-401", Fault::Unauthorized, "Unauthorized").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane of `make test`"]
+async fn provider_answering_404_sets_key_not_found_then_recovers() {
+    provider_fault_then_recovery("fault-404", Fault::NotFound, "KeyNotFound").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane of `make test`"]
+async fn provider_answering_503_sets_provider_error_then_recovers() {
+    provider_fault_then_recovery("fault-503", Fault::ServerError { status: 503 }, "ProviderError").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane of `make test`"]
+async fn provider_timing_out_sets_provider_error_then_recovers() {
+    provider_fault_then_recovery("fault-slow", Fault::Slow { delay_ms: 5_000 }, "ProviderError").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane of `make test`"]
+async fn malformed_provider_answer_sets_invalid_response_then_recovers() {
+    provider_fault_then_recovery("fault-json", Fault::Malformed, "InvalidResponse").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane of `make test`"]
+async fn rate_limit_is_waited_out_as_retry_after_asks() {
+    let env = env_with_issued_credential("fault-429").await;
+    let before = env.secrets().get("web").await.unwrap();
+    env.fake
+        .set_fault_times(Fault::RateLimited { retry_after: Some(8) }, 1);
+    rotate(&env, "1");
+
+    let limited = env.wait_for_reason("web", "RateLimited").await;
+    let failed_at = limited.status.unwrap().last_failure_time.unwrap().0;
+    assert_eq!(env.secrets().get("web").await.unwrap().data, before.data);
+    env.wait_for_reason("web", "Issued").await;
+    let retried_at = env.fake.mints().last().unwrap().issued_at as i64;
+    let waited = retried_at - failed_at.as_second();
+    assert!(
+        (8..=12).contains(&waited),
+        "retried {waited} s after a 429 asking for 8 s"
+    );
+    assert_eq!(env.fake.requests().get(&429), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane of `make test`"]
+async fn a_credential_near_expiry_is_retried_more_often_while_the_provider_fails() {
+    let mut env = Env::without_toma("fault-expiring").await;
+    let toma = env.spawn_toma(&[]);
+    toma.wait_ready().await;
+    env.toma = Some(toma);
+    env.apply_cloudflare_key(TOKEN);
+    // Renewal is due 10 s after each mint, with 50 s of validity left.
+    env.apply_credential("web", "  ttlSeconds: 60\n  renewBeforeSeconds: 50");
+    let issued = env.wait_for_reason("web", "Issued").await;
+    let expires_at = issued.status.unwrap().expires_at.unwrap().0;
+    env.fake.set_fault(Fault::ServerError { status: 500 });
+
+    let failing = env.wait_for_reason("web", "ProviderError").await;
+    let status = failing.status.unwrap();
+    assert_eq!(
+        status.expires_at.unwrap().0,
+        expires_at,
+        "status keeps the old expiry"
+    );
+    assert!(status.conditions[0].message.contains(&expires_at.to_string()));
+    let metrics = env.metrics().await;
+    assert!(metrics.contains(&format!(
+        "toma_credential_expiration_timestamp_seconds{{namespace=\"{}\",name=\"web\"}} {}",
+        env.namespace,
+        expires_at.as_second()
+    )));
+    assert!(metrics.contains(&format!(
+        "toma_credential_ready{{namespace=\"{}\",name=\"web\"}} 0",
+        env.namespace
+    )));
+
+    // Doubling alone (waits of 5, 10, 20 s) would try 4 times before expiry; capping each wait
+    // at a quarter of the remaining life tries more often the nearer expiry is.
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs(
+            u64::try_from(expires_at.as_second() - Timestamp::now().as_second()).unwrap_or(0),
+        );
+    tokio::time::sleep_until(deadline).await;
+    let attempts = env.fake.requests().get(&500).copied().unwrap_or(0);
+    assert!(attempts >= 7, "only {attempts} attempts before expiry");
+    let secret = env.secrets().get("web").await.unwrap();
+    assert!(secret.data.is_some(), "the Secret was blanked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane of `make test`"]
+async fn toma_killed_mid_rotation_loses_no_secret_and_mints_at_most_once_more_per_kill() {
+    let mut env = Env::start("kill").await;
+    env.apply_cloudflare_key(TOKEN);
+    env.apply_credential("web", "  ttlSeconds: 60\n  renewBeforeSeconds: 50");
+    env.wait_for_reason("web", "Issued").await;
+
+    let secrets = env.secrets();
+    let sampler = {
+        let secrets = secrets.clone();
+        tokio::spawn(async move {
+            let mut missing = 0;
+            for _ in 0..200 {
+                let secret = secrets.get_opt("web").await.unwrap();
+                if secret.is_none_or(|s| s.data.is_none()) {
+                    missing += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            missing
+        })
+    };
+    let kills = 5;
+    for i in 0..kills {
+        // Spread the kills over the 10 s rotation cycle.
+        tokio::time::sleep(Duration::from_millis(1_300 + 1_700 * i)).await;
+        env.toma.take().unwrap().kill();
+        env.start_toma().await;
+    }
+    assert_eq!(
+        sampler.await.unwrap(),
+        0,
+        "the Secret was missing or empty at some instant"
+    );
+
+    let status = env.credentials().get("web").await.unwrap().status.unwrap();
+    let mints = env.fake.mints().len() as i64;
+    assert!(
+        mints <= status.rotations + kills as i64,
+        "{mints} mints for {} rotations and {kills} kills",
+        status.rotations
+    );
+    let secret = secrets.get("web").await.unwrap();
+    let expires_at: Timestamp = text(&secret, "expiresAt").parse().unwrap();
+    assert!(
+        expires_at > Timestamp::now(),
+        "the Secret holds an expired credential"
+    );
+    assert!(
+        env.fake
+            .mints()
+            .iter()
+            .any(|m| m.username == text(&secret, "username"))
+    );
+}
