@@ -12,6 +12,8 @@ const MAX_RETRY: Duration = Duration::from_secs(300);
 /// Even while failing, try at least this many times before a valid credential expires.
 const ATTEMPTS_BEFORE_EXPIRY: u32 = 4;
 const MIN_RETRY: Duration = Duration::from_secs(1);
+/// The longest wait between attempts once the stored credential has expired.
+const LAPSED_RETRY: Duration = Duration::from_secs(30);
 
 /// When to mint the next credential: `renew_before` ahead of expiry, moved earlier by a jitter of
 /// up to 5% of `renew_before` (at most 5 minutes). The jitter is derived from `seed` (the
@@ -37,8 +39,8 @@ pub fn renewal_time(
 }
 
 /// How long to wait before the next attempt after `failures` consecutive failures: doubling
-/// from 5 s up to 5 min, never sooner than the provider's Retry-After, and, while a valid
-/// credential exists, short enough to try several times before it expires.
+/// from 5 s up to 5 min, never sooner than the provider's Retry-After; while a valid credential
+/// exists, short enough to try several times before it expires, and at most 30 s once it has.
 pub fn retry_delay(
     failures: u32,
     retry_after: Option<Duration>,
@@ -46,11 +48,15 @@ pub fn retry_delay(
     expires_at: Option<Timestamp>,
 ) -> Duration {
     let doubling = FIRST_RETRY.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)));
-    let mut delay = doubling.min(MAX_RETRY);
-    if let Some(expires_at) = expires_at.filter(|e| *e > now) {
-        let remaining = Duration::try_from(expires_at - now).unwrap_or(Duration::ZERO);
-        delay = delay.min(remaining / ATTEMPTS_BEFORE_EXPIRY);
-    }
+    let delay = match expires_at {
+        Some(expires_at) if expires_at > now => {
+            let remaining = Duration::try_from(expires_at - now).unwrap_or(Duration::ZERO);
+            doubling.min(MAX_RETRY).min(remaining / ATTEMPTS_BEFORE_EXPIRY)
+        }
+        // The stored credential has lapsed and its users are without TURN: keep trying often.
+        Some(_) => doubling.min(LAPSED_RETRY),
+        None => doubling.min(MAX_RETRY),
+    };
     delay.max(retry_after.unwrap_or(Duration::ZERO)).max(MIN_RETRY)
 }
 
@@ -145,6 +151,12 @@ mod tests {
         let near = retry_delay(9, None, at(0), Some(at(120)));
         assert_eq!(far, Duration::from_secs(300));
         assert_eq!(near, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_lapsed_credential_is_retried_at_least_every_30_seconds() {
+        assert_eq!(retry_delay(9, None, at(1000), Some(at(900))), Duration::from_secs(30));
+        assert_eq!(retry_delay(9, None, at(1000), None), Duration::from_secs(300));
     }
 
     #[test]
