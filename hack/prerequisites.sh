@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the tests and the demo need on a fresh machine: Debian's openssl and curl, and
+# Installs what the tests and the demo need on a fresh machine: Debian's openssl and curl, coturn
+# and Chromium (for the WebRTC tests), and
 # the control plane built from pinned upstream Go modules (cached outside the repository).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,4 +9,5 @@ for tool in openssl curl; do command -v "$tool" >/dev/null || missing+=("$tool")
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+hack/webrtc-prerequisites.sh
 hack/build-control-plane.sh >/dev/null

@@ -34,6 +34,9 @@ kubectl apply --server-side -f crds/
 step "end-to-end tests"
 cargo test --test e2e -- --ignored --skip disruptive:: --test-threads "${E2E_THREADS:-4}"
 
+step "WebRTC tests: the Secret in headless Chromium and turnutils_uclient against a real coturn"
+cargo test --test webrtc -- --ignored
+
 step "end-to-end tests that disturb the control plane, alone"
 cargo test --test e2e -- --ignored disruptive:: --test-threads 1
 

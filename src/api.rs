@@ -208,6 +208,8 @@ pub struct TurnCredentialStatus {
 }
 
 /// A TURN key in one namespace, usable by TurnCredentials in that namespace.
+// Each printcolumn names its own type_; clippy takes them for one repeated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "toma.dev",
@@ -216,11 +218,11 @@ pub struct TurnCredentialStatus {
     namespaced,
     category = "toma",
     doc = "A TURN provider key. TurnCredentials in the same namespace mint credentials with it.",
+    printcolumn(name = "Key ID", type_ = "string", json_path = ".spec.cloudflare.keyId"),
     printcolumn(
-        name = "Provider",
+        name = "Secret",
         type_ = "string",
-        json_path = ".spec.cloudflare.keyId",
-        description = "Cloudflare key ID"
+        json_path = ".spec.sharedSecret.secretRef.name"
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -242,6 +244,8 @@ pub struct TurnKeySpec {
 }
 
 /// A TURN key for the whole cluster, usable by TurnCredentials in any namespace.
+// Each printcolumn names its own type_; clippy takes them for one repeated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "toma.dev",
@@ -249,11 +253,11 @@ pub struct TurnKeySpec {
     kind = "ClusterTurnKey",
     category = "toma",
     doc = "A cluster-wide TURN provider key. TurnCredentials in any namespace mint credentials with it.",
+    printcolumn(name = "Key ID", type_ = "string", json_path = ".spec.cloudflare.keyId"),
     printcolumn(
-        name = "Provider",
+        name = "Secret",
         type_ = "string",
-        json_path = ".spec.cloudflare.keyId",
-        description = "Cloudflare key ID"
+        json_path = ".spec.sharedSecret.secretRef.name"
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]

@@ -91,11 +91,13 @@ async fn read_secret_key(
             namespace: namespace.to_string(),
             name: reference.name.clone(),
         })?;
+    // Surrounding white space is dropped: a Secret made with `--from-file` from a file that
+    // ends in a newline must work the same as one made with `--from-literal`.
     let value = secret
         .data
         .and_then(|mut data| data.remove(&reference.key))
-        .map(|bytes| bytes.0)
-        .filter(|bytes| !bytes.iter().all(u8::is_ascii_whitespace))
+        .map(|bytes| bytes.0.trim_ascii().to_vec())
+        .filter(|bytes| !bytes.is_empty())
         .ok_or_else(|| Error::TokenKeyMissing {
             namespace: namespace.to_string(),
             name: reference.name.clone(),

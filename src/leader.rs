@@ -14,6 +14,7 @@ const GRACE_SECONDS: u64 = 5;
 pub struct Leadership {
     leading: watch::Receiver<bool>,
     task: JoinHandle<Result<LeaseManager, LeaseManagerError>>,
+    loss_watch: Option<JoinHandle<()>>,
 }
 
 /// Starts campaigning for `lease_name` in `namespace` as `identity`.
@@ -32,7 +33,11 @@ pub async fn campaign(
         .build()
         .await?;
     let (leading, task) = manager.watch().await;
-    Ok(Leadership { leading, task })
+    Ok(Leadership {
+        leading,
+        task,
+        loss_watch: None,
+    })
 }
 
 impl Leadership {
@@ -45,13 +50,26 @@ impl Leadership {
         acquired
     }
 
-    /// A receiver that turns false when leadership is lost.
-    pub fn subscribe(&self) -> watch::Receiver<bool> {
-        self.leading.clone()
+    /// Calls `on_loss` once if this instance stops leading (or campaigning fails).
+    pub fn on_loss(&mut self, on_loss: impl FnOnce() + Send + 'static) {
+        let mut leading = self.leading.clone();
+        self.loss_watch = Some(tokio::spawn(async move {
+            let _ = leading.wait_for(|leading| !*leading).await;
+            on_loss();
+        }));
+    }
+
+    pub fn is_leading(&self) -> bool {
+        *self.leading.borrow()
     }
 
     /// Stops campaigning and hands the lease over at once rather than letting it lapse.
     pub async fn release(self) {
+        // The lease is handed over once every receiver is gone, the loss watch's included.
+        if let Some(loss_watch) = self.loss_watch {
+            loss_watch.abort();
+            let _ = loss_watch.await;
+        }
         drop(self.leading);
         match self.task.await {
             Ok(Ok(_)) => info!("lease released"),
@@ -59,9 +77,4 @@ impl Leadership {
             Err(error) => warn!(%error, "lease task failed"),
         }
     }
-}
-
-/// Resolves when `leading` turns false (or its sender goes away).
-pub async fn lost(mut leading: watch::Receiver<bool>) {
-    let _ = leading.wait_for(|leading| !*leading).await;
 }

@@ -147,9 +147,7 @@ async fn run(args: RunArgs) -> ExitCode {
             }
         }
         let lost_stop = stop_tx.clone();
-        let leading = campaign.subscribe();
-        tokio::spawn(async move {
-            leader::lost(leading).await;
+        campaign.on_loss(move || {
             let _ = lost_stop.send(true);
         });
         leadership = Some(campaign);
@@ -164,7 +162,7 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     let outcome = controller::run(client, settings, metrics, health.synced.clone(), stopped()).await;
     health.leading.store(false, Ordering::Relaxed);
-    let lost_lease = leadership.as_ref().is_some_and(|l| !*l.subscribe().borrow());
+    let lost_lease = leadership.as_ref().is_some_and(|l| !l.is_leading());
     if let Some(leadership) = leadership {
         leadership.release().await;
     }

@@ -36,7 +36,7 @@ struct Synced {
     replaced: bool,
 }
 
-#[instrument(skip_all, fields(namespace = tc.namespace(), name = tc.name_any()))]
+#[instrument(skip_all, fields(namespace = tc.namespace(), turncredential = tc.name_any()))]
 pub async fn reconcile(tc: Arc<TurnCredential>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started();
     if tc.meta().deletion_timestamp.is_some() {

@@ -155,7 +155,10 @@ mod tests {
 
     #[test]
     fn a_lapsed_credential_is_retried_at_least_every_30_seconds() {
-        assert_eq!(retry_delay(9, None, at(1000), Some(at(900))), Duration::from_secs(30));
+        assert_eq!(
+            retry_delay(9, None, at(1000), Some(at(900))),
+            Duration::from_secs(30)
+        );
         assert_eq!(retry_delay(9, None, at(1000), None), Duration::from_secs(300));
     }
 

@@ -311,3 +311,30 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+impl Toma {
+    /// The process's resident memory in KiB (VmRSS) and its peak (VmHWM). Used by the soak.
+    #[allow(dead_code)]
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+impl Toma {
+    /// Sends SIGTERM, as Kubernetes does to stop a pod, and waits for the exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}

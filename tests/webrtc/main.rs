@@ -1,0 +1,426 @@
+//! WebRTC tests: the Secret toma writes, used by real clients against a real TURN server.
+//!
+//! Each test runs the real `toma` binary against the real control plane (as tests/e2e does),
+//! starts coturn on 127.0.0.1 with a random TURN REST shared secret, and hands the Secret's
+//! `iceServers.json` byte for byte to headless Chromium, whose `RTCPeerConnection` (with
+//! `iceTransportPolicy: "relay"`) must or must not gather a relay candidate from that coturn.
+//! Needs `hack/webrtc-prerequisites.sh` (coturn, chromium) and the control plane of
+//! `make test`; the tests are `#[ignore]`d so that a bare `cargo test` needs neither:
+//!
+//!   cargo test --test webrtc -- --ignored
+
+#[path = "../e2e/harness.rs"]
+#[allow(dead_code)] // shared with tests/e2e, which uses all of it
+mod harness;
+
+mod browser;
+mod coturn;
+mod scratch;
+mod uclient;
+
+use browser::Gathered;
+use coturn::Coturn;
+use fake_cloudflare::{FakeCloudflare, UrlSet};
+use harness::{Env, KEY_ID, TOKEN, apply, text};
+use k8s_openapi::api::core::v1::Secret;
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane of `make test`"]
+async fn shared_secret_credential_gathers_a_relay_candidate_from_coturn_in_chromium() {
+    let coturn = Coturn::start();
+    let env = Env::start("webrtc-shared-secret").await;
+    apply_shared_secret_key(
+        &env,
+        &coturn.secret,
+        &[coturn.stun(), coturn.turn_udp(), coturn.turn_tcp()],
+    );
+    apply_credential(&env, "web", "  ttlSeconds: 3600");
+
+    let ice = issued_ice_json(&env, "web").await;
+    let gathered = browser::gather(ice.clone()).await;
+
+    assert_relayed_by(&gathered, &coturn);
+    let (username, _) = turn_pair(&ice);
+    assert!(
+        coturn.allocated_for(&username),
+        "coturn logged no allocation for {username}:\n{}",
+        coturn.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane of `make test`"]
+async fn cloudflare_credential_minted_through_the_fake_gathers_a_relay_candidate_from_coturn() {
+    let coturn = Coturn::start();
+    let mut env = Env::start("webrtc-cloudflare").await;
+    // The fake Cloudflare in TURN REST mode: it answers generate-ice-servers with coturn's URLs
+    // and a credential signed with coturn's secret, as Cloudflare's TURN service would for its
+    // own servers. Everything but Cloudflare itself is real.
+    env.fake = FakeCloudflare::start(fake_cloudflare::Config {
+        turn_secret: Some(coturn.secret.clone()),
+        urls: UrlSet::Custom(vec![coturn.turn_udp(), coturn.turn_tcp()]),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    env.fake.add_key(KEY_ID, TOKEN);
+    env.apply_cloudflare_key(TOKEN);
+    env.apply_credential("web", "  ttlSeconds: 3600");
+
+    let ice = issued_ice_json(&env, "web").await;
+    let mints = env.fake.mints();
+    assert_eq!(mints.len(), 1, "one credential minted");
+    let (username, credential) = turn_pair(&ice);
+    assert_eq!(
+        (username.as_str(), credential.as_str()),
+        (mints[0].username.as_str(), mints[0].credential.as_str()),
+        "the Secret holds the credential the provider minted"
+    );
+    let gathered = browser::gather(ice).await;
+
+    assert_relayed_by(&gathered, &coturn);
+    assert!(
+        coturn.allocated_for(&username),
+        "coturn logged no allocation for {username}:\n{}",
+        coturn.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane of `make test`"]
+async fn tampered_credential_gathers_no_relay_candidate() {
+    let coturn = Coturn::start();
+    let env = Env::start("webrtc-tampered").await;
+    apply_shared_secret_key(&env, &coturn.secret, &[coturn.turn_udp(), coturn.turn_tcp()]);
+    apply_credential(&env, "web", "  ttlSeconds: 3600");
+    let ice = issued_ice_json(&env, "web").await;
+    let (username, credential) = turn_pair(&ice);
+
+    // One character of the credential changed; everything else as in the Secret.
+    let mut tampered = credential.clone().into_bytes();
+    tampered[0] = if tampered[0] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let gathered = browser::gather(with_turn_pair(&ice, &username, &tampered)).await;
+
+    assert_refused_by(&gathered, &coturn);
+    assert!(
+        coturn.refused(&username) && !coturn.allocated_for(&username),
+        "coturn should refuse {username} with 401 and allocate nothing:\n{}",
+        coturn.log()
+    );
+    // The same page with the Secret's bytes, unchanged: the refusal came from the edit alone.
+    assert_relayed_by(&browser::gather(ice).await, &coturn);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane of `make test`"]
+async fn expired_credential_gathers_no_relay_candidate() {
+    let coturn = Coturn::start();
+    let env = Env::start("webrtc-expired").await;
+    apply_shared_secret_key(&env, &coturn.secret, &[coturn.turn_udp(), coturn.turn_tcp()]);
+    apply_credential(&env, "web", "  ttlSeconds: 3600");
+    let ice = issued_ice_json(&env, "web").await;
+
+    // The username coturn checks the expiry against is the expiry toma reports.
+    let (username, _) = turn_pair(&ice);
+    let tc = env.credentials().get("web").await.unwrap();
+    let expires_at = tc.status.unwrap().expires_at.unwrap().0;
+    assert_eq!(username, expires_at.as_second().to_string());
+    let secret = env.secrets().get("web").await.unwrap();
+    assert_eq!(text(&secret, "expiresAt"), expires_at.to_string());
+
+    // A correctly signed credential (signed by the fake Cloudflare's independent code) that
+    // expired a minute ago, and, as the control, one that expires in an hour.
+    let now = jiff::Timestamp::now().as_second();
+    let sign = |expiry: i64| {
+        let username = expiry.to_string();
+        let credential = fake_cloudflare::turn_rest_password(&coturn.secret, &username);
+        (username, credential)
+    };
+    let (expired, expired_credential) = sign(now - 60);
+    let gathered = browser::gather(with_turn_pair(&ice, &expired, &expired_credential)).await;
+    assert_refused_by(&gathered, &coturn);
+    assert!(
+        coturn.refused(&expired) && !coturn.allocated_for(&expired),
+        "coturn should refuse the expired {expired}:\n{}",
+        coturn.log()
+    );
+
+    let (fresh, fresh_credential) = sign(now + 3600);
+    let gathered = browser::gather(with_turn_pair(&ice, &fresh, &fresh_credential)).await;
+    assert_relayed_by(&gathered, &coturn);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane of `make test`"]
+async fn credential_from_a_turn_key_with_another_secret_gathers_no_relay_candidate() {
+    let coturn = Coturn::start();
+    let env = Env::start("webrtc-wrong-secret").await;
+    let not_coturns = format!("{}-not", coturn.secret);
+    apply_shared_secret_key(&env, &not_coturns, &[coturn.turn_udp(), coturn.turn_tcp()]);
+    apply_credential(&env, "web", "  ttlSeconds: 3600");
+    // toma cannot tell: the credential is Issued, and useless.
+    let ice = issued_ice_json(&env, "web").await;
+    let (username, _) = turn_pair(&ice);
+
+    let gathered = browser::gather(ice).await;
+
+    assert_refused_by(&gathered, &coturn);
+    assert!(
+        coturn.refused(&username) && !coturn.allocated_for(&username),
+        "coturn should refuse {username}:\n{}",
+        coturn.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane of `make test`"]
+async fn turnutils_uclient_relays_with_the_secrets_username_and_credential_and_fails_with_a_wrong_one() {
+    let coturn = Coturn::start();
+    let env = Env::start("webrtc-uclient").await;
+    apply_shared_secret_key(&env, &coturn.secret, &[coturn.turn_udp(), coturn.turn_tcp()]);
+    apply_credential(&env, "web", "  ttlSeconds: 3600");
+    issued_ice_json(&env, "web").await;
+    let secret = env.secrets().get("web").await.unwrap();
+    let (username, credential) = (text(&secret, "username"), text(&secret, "credential"));
+
+    let good = uclient::relay_through(coturn.port, &username, &credential).await;
+    assert!(good.success, "turnutils_uclient failed:\n{}", good.output);
+    let (sent, received) = good.messages.expect("a message summary");
+    assert!(
+        sent > 0 && received > 0,
+        "no data went through the relays (sent {sent}, received {received}):\n{}",
+        good.output
+    );
+    assert!(coturn.allocated_for(&username), "{}", coturn.log());
+
+    let wrong = format!("{credential}x");
+    let bad = uclient::relay_through(coturn.port, &username, &wrong).await;
+    assert!(!bad.success, "a wrong password was accepted:\n{}", bad.output);
+    assert!(
+        bad.output.contains("Cannot complete Allocation"),
+        "{}",
+        bad.output
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane of `make test`"]
+async fn tcp_only_url_filter_keeps_tcp_turn_urls_and_chromium_relays_over_tcp() {
+    let coturn = Coturn::start();
+    let env = Env::start("webrtc-tcp-only").await;
+    apply_shared_secret_key(
+        &env,
+        &coturn.secret,
+        &[coturn.stun(), coturn.turn_udp(), coturn.turn_tcp()],
+    );
+    apply_credential(
+        &env,
+        "web",
+        "  ttlSeconds: 3600\n  urlFilter: {transports: [tcp]}",
+    );
+    let ice = issued_ice_json(&env, "web").await;
+    let secret = env.secrets().get("web").await.unwrap();
+
+    // STUN stays (it has no transport), UDP TURN goes.
+    let expected = vec![coturn.stun(), coturn.turn_tcp()];
+    assert_eq!(text(&secret, "urls").lines().collect::<Vec<_>>(), expected);
+    assert_eq!(ice_urls(&ice), expected);
+
+    let gathered = browser::gather(ice).await;
+    assert_relayed_by(&gathered, &coturn);
+    for relay in gathered.relays() {
+        assert_eq!(relay.url.as_deref(), Some(coturn.turn_tcp().as_str()));
+        assert_eq!(relay.relay_protocol.as_deref(), Some("tcp"), "{gathered:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane of `make test`"]
+async fn default_url_filter_drops_port_53_urls_from_the_secret() {
+    let mut env = Env::start("webrtc-port-53").await;
+    env.fake = FakeCloudflare::start(fake_cloudflare::Config {
+        urls: UrlSet::WithPort53,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    env.fake.add_key(KEY_ID, TOKEN);
+    env.apply_cloudflare_key(TOKEN);
+    env.apply_credential("default", "  ttlSeconds: 3600");
+    env.apply_credential(
+        "unfiltered",
+        "  ttlSeconds: 3600\n  urlFilter: {excludePorts: []}",
+    );
+    let default = issued_ice_json(&env, "default").await;
+    let unfiltered = issued_ice_json(&env, "unfiltered").await;
+
+    // The provider offered port-53 URLs: they reach the Secret only without the default filter.
+    let offered = ice_urls(&unfiltered);
+    let on_53: Vec<&String> = offered.iter().filter(|u| port(u) == Some(53)).collect();
+    assert_eq!(
+        on_53,
+        [
+            "stun:stun.cloudflare.com:53",
+            "turn:turn.cloudflare.com:53?transport=udp"
+        ]
+    );
+    let kept: Vec<String> = offered.iter().filter(|u| port(u) != Some(53)).cloned().collect();
+    assert_eq!(ice_urls(&default), kept);
+    let secret = env.secrets().get("default").await.unwrap();
+    assert_eq!(text(&secret, "urls").lines().collect::<Vec<_>>(), kept);
+    // Port 5349 is not port 53.
+    assert!(kept.contains(&"turns:turn.cloudflare.com:5349?transport=tcp".to_string()));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// A Secret `coturn` holding `secret`, and a TurnKey `coturn` in the test's namespace that
+/// mints TURN REST credentials for `urls` with it.
+fn apply_shared_secret_key(env: &Env, secret: &str, urls: &[String]) {
+    let ns = &env.namespace;
+    // A JSON list is YAML too.
+    let urls = serde_json::to_string(urls).unwrap();
+    apply(&format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: coturn, namespace: {ns}}}
+stringData: {{secret: "{secret}"}}
+---
+apiVersion: toma.dev/v1alpha1
+kind: TurnKey
+metadata: {{name: coturn, namespace: {ns}}}
+spec:
+  sharedSecret:
+    secretRef: {{name: coturn, key: secret}}
+    urls: {urls}
+"#
+    ));
+}
+
+/// A TurnCredential `name` using the TurnKey `coturn` (keyRef kind defaults to TurnKey).
+fn apply_credential(env: &Env, name: &str, extra_spec: &str) {
+    let ns = &env.namespace;
+    apply(&format!(
+        r#"
+apiVersion: toma.dev/v1alpha1
+kind: TurnCredential
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  keyRef: {{name: coturn}}
+{extra_spec}
+"#
+    ));
+}
+
+/// Waits for the TurnCredential `name` to be Issued and returns the bytes of its Secret's
+/// `iceServers.json`, as the API server stores them.
+async fn issued_ice_json(env: &Env, name: &str) -> Vec<u8> {
+    env.wait_for_reason(name, "Issued").await;
+    let secret: Secret = env.secrets().get(name).await.unwrap();
+    secret.data.as_ref().expect("Secret data")["iceServers.json"]
+        .0
+        .clone()
+}
+
+fn parse(ice: &[u8]) -> Value {
+    let value: Value = serde_json::from_slice(ice).expect("iceServers.json is JSON");
+    assert!(
+        value["iceServers"].is_array(),
+        "not {{\"iceServers\": [...]}}: {value}"
+    );
+    value
+}
+
+/// The username and credential of the first server that has them.
+fn turn_pair(ice: &[u8]) -> (String, String) {
+    let value = parse(ice);
+    let server = value["iceServers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s.get("username").is_some())
+        .expect("a server with a username");
+    (
+        server["username"].as_str().unwrap().to_string(),
+        server["credential"].as_str().unwrap().to_string(),
+    )
+}
+
+/// The same document with another username and credential on every server that has them.
+fn with_turn_pair(ice: &[u8], username: &str, credential: &str) -> Vec<u8> {
+    let mut value = parse(ice);
+    for server in value["iceServers"].as_array_mut().unwrap() {
+        if server.get("username").is_some() {
+            server["username"] = username.into();
+            server["credential"] = credential.into();
+        }
+    }
+    serde_json::to_vec(&value).unwrap()
+}
+
+/// Every URL, in order; `urls` may be a string or a list.
+fn ice_urls(ice: &[u8]) -> Vec<String> {
+    let value = parse(ice);
+    let mut urls = Vec::new();
+    for server in value["iceServers"].as_array().unwrap() {
+        match &server["urls"] {
+            Value::String(url) => urls.push(url.clone()),
+            Value::Array(list) => urls.extend(list.iter().map(|u| u.as_str().unwrap().to_string())),
+            other => panic!("urls is {other}"),
+        }
+    }
+    urls
+}
+
+/// The explicit port of a stun:/turn:/turns: URL.
+fn port(url: &str) -> Option<u16> {
+    let without_query = url.split('?').next().unwrap();
+    without_query.rsplit_once(':')?.1.parse().ok()
+}
+
+/// Chromium gathered relay candidates, all UDP relays that coturn allocated on 127.0.0.1 in its
+/// relay port range (49152-65535 by default), from coturn's URLs; and gathering completed.
+fn assert_relayed_by(gathered: &Gathered, coturn: &Coturn) {
+    assert!(gathered.error.is_none(), "the page failed: {gathered:?}");
+    assert!(
+        gathered.relay,
+        "no relay candidate: {gathered:?}\n{}",
+        coturn.log()
+    );
+    assert!(!gathered.timed_out, "gathering never completed: {gathered:?}");
+    let urls = [coturn.turn_udp(), coturn.turn_tcp()];
+    for relay in gathered.relays() {
+        assert_eq!(relay.address.as_deref(), Some("127.0.0.1"), "{gathered:?}");
+        assert_eq!(relay.protocol.as_deref(), Some("udp"), "{gathered:?}");
+        assert!(
+            relay.port.is_some_and(|p| p >= 49152),
+            "not a coturn relay port: {gathered:?}"
+        );
+        assert!(
+            relay.url.as_ref().is_some_and(|u| urls.contains(u)),
+            "a relay candidate from elsewhere: {gathered:?}"
+        );
+    }
+}
+
+/// Chromium gathered nothing, because coturn answered 401 on its URLs: the page itself ran
+/// and reached the server.
+fn assert_refused_by(gathered: &Gathered, coturn: &Coturn) {
+    assert!(gathered.error.is_none(), "the page failed: {gathered:?}");
+    assert!(
+        !gathered.relay && gathered.candidates.is_empty(),
+        "a candidate was gathered: {gathered:?}"
+    );
+    assert!(!gathered.timed_out, "gathering never completed: {gathered:?}");
+    let urls = [coturn.turn_udp(), coturn.turn_tcp()];
+    assert!(
+        gathered
+            .errors
+            .iter()
+            .any(|e| e.error_code == 401 && e.url.as_ref().is_some_and(|u| urls.contains(u))),
+        "coturn did not answer 401: {gathered:?}"
+    );
+}
