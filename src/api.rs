@@ -351,6 +351,23 @@ impl Provider {
     }
 }
 
+impl TurnCredentialSpec {
+    /// A spec with every optional field at its default, minting with `key_ref`.
+    pub fn with_key(key_ref: KeyRef, ttl_seconds: i64) -> TurnCredentialSpec {
+        TurnCredentialSpec {
+            key_ref,
+            ttl_seconds,
+            renew_before_seconds: None,
+            secret_name: None,
+            secret_template: None,
+            url_filter: None,
+            rollout_restart_targets: Vec::new(),
+            revoke_on_delete: false,
+            custom_identifier: None,
+        }
+    }
+}
+
 impl TurnCredential {
     /// The Secret this credential is written to.
     pub fn secret_name(&self) -> String {

@@ -8,20 +8,13 @@ use crate::credential::{Credential, IceServer};
 pub fn turn_credential(name: &str) -> TurnCredential {
     let mut tc = TurnCredential::new(
         name,
-        TurnCredentialSpec {
-            key_ref: KeyRef {
+        TurnCredentialSpec::with_key(
+            KeyRef {
                 kind: KeyKind::ClusterTurnKey,
                 name: "cloudflare".into(),
             },
-            ttl_seconds: 86_400,
-            renew_before_seconds: None,
-            secret_name: None,
-            secret_template: None,
-            url_filter: None,
-            rollout_restart_targets: vec![],
-            revoke_on_delete: false,
-            custom_identifier: None,
-        },
+            86_400,
+        ),
     );
     tc.metadata.namespace = Some("app".into());
     tc.metadata.uid = Some("uid-1".into());

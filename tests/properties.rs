@@ -14,18 +14,14 @@ fn turn_credential(ttl: i64, renew_before: Option<i64>) -> TurnCredential {
     let mut tc = TurnCredential::new(
         "web",
         TurnCredentialSpec {
-            key_ref: KeyRef {
-                kind: KeyKind::TurnKey,
-                name: "k".into(),
-            },
-            ttl_seconds: ttl,
             renew_before_seconds: renew_before,
-            secret_name: None,
-            secret_template: None,
-            url_filter: None,
-            rollout_restart_targets: vec![],
-            revoke_on_delete: false,
-            custom_identifier: None,
+            ..TurnCredentialSpec::with_key(
+                KeyRef {
+                    kind: KeyKind::TurnKey,
+                    name: "k".into(),
+                },
+                ttl,
+            )
         },
     );
     tc.metadata.namespace = Some("app".into());

@@ -46,20 +46,13 @@ async fn a_soak_under_random_provider_faults_never_leaves_an_expired_credential(
     for i in 0..CREDENTIALS {
         let mut tc = TurnCredential::new(
             &format!("c{i:03}"),
-            TurnCredentialSpec {
-                key_ref: KeyRef {
+            TurnCredentialSpec::with_key(
+                KeyRef {
                     kind: KeyKind::ClusterTurnKey,
                     name: env.namespace.clone(),
                 },
-                ttl_seconds: 60,
-                renew_before_seconds: None,
-                secret_name: None,
-                secret_template: None,
-                url_filter: None,
-                rollout_restart_targets: vec![],
-                revoke_on_delete: false,
-                custom_identifier: None,
-            },
+                60,
+            ),
         );
         tc.metadata.namespace = Some(env.namespace.clone());
         api.create(&PostParams::default(), &tc).await.unwrap();
