@@ -34,6 +34,8 @@ struct Synced {
     minted: bool,
     /// The minted credential replaced one that was in the Secret.
     replaced: bool,
+    /// Credentials minted for this TurnCredential so far, this one included.
+    rotations: i64,
 }
 
 #[instrument(skip_all, fields(namespace = tc.namespace(), turncredential = tc.name_any()))]
@@ -87,7 +89,7 @@ async fn report_success(
     synced: Synced,
     now: Timestamp,
 ) -> Result<Action> {
-    let new_status = status::issued(tc, &synced.credential, synced.renewal, synced.minted, now);
+    let new_status = status::issued(tc, &synced.credential, synced.renewal, synced.rotations, now);
     patch_status(tc, ctx, new_status).await?;
     if synced.minted {
         let (reason, verb) = if synced.replaced {
@@ -189,7 +191,13 @@ async fn sync_secret(
             )
         }
     };
-    let desired = secret::desired_secret(tc, &credential);
+    // The larger of the two records: the Secret's survives a stale status, the status's
+    // survives a deleted Secret.
+    let recorded = existing
+        .map_or(0, secret::rotations)
+        .max(tc.status.as_ref().map_or(0, |s| s.rotations));
+    let rotations = recorded + i64::from(minted);
+    let desired = secret::desired_secret(tc, &credential, rotations);
     if existing.is_none_or(|s| !secret::owned_fields_match(s, &desired)) {
         secrets
             .patch(
@@ -206,6 +214,7 @@ async fn sync_secret(
         renewal,
         minted,
         replaced: minted && existing.is_some(),
+        rotations,
     })
 }
 

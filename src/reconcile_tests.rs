@@ -217,7 +217,7 @@ async fn restart_with_valid_credential_mints_nothing() {
     let mut tc = turn_credential("web");
     let now = jiff::Timestamp::now().as_second();
     let credential = credential_at(now - 60, 86_400);
-    api.put(&format!("{SECRETS}/web"), desired_secret(&tc, &credential));
+    api.put(&format!("{SECRETS}/web"), desired_secret(&tc, &credential, 1));
     // The status as toma left it, so nothing needs writing either.
     let renewal = crate::schedule::renewal_time(
         credential.issued_at,
@@ -225,8 +225,7 @@ async fn restart_with_valid_credential_mints_nothing() {
         tc.renew_before_seconds(),
         "uid-1",
     );
-    let mut status = crate::status::issued(&tc, &credential, renewal, true, credential.issued_at);
-    status.rotations = 1;
+    let status = crate::status::issued(&tc, &credential, renewal, 1, credential.issued_at);
     tc.status = Some(status);
 
     run(&api, api.context(), tc).await.unwrap();
@@ -269,7 +268,7 @@ async fn tampered_secret_is_repaired_with_a_new_credential() {
     shared_secret_key(&api);
     let tc = turn_credential("web");
     let now = jiff::Timestamp::now().as_second();
-    let mut secret = desired_secret(&tc, &credential_at(now - 60, 86_400));
+    let mut secret = desired_secret(&tc, &credential_at(now - 60, 86_400), 1);
     secret
         .data
         .as_mut()
@@ -295,7 +294,7 @@ async fn missing_key_sets_key_not_found_and_keeps_the_secret() {
     let old = credential_at(now - 60, 86_400);
     api.put(
         &format!("{SECRETS}/web"),
-        desired_secret(&turn_credential("web"), &old),
+        desired_secret(&turn_credential("web"), &old, 1),
     );
 
     let action = run(&api, api.context(), tc).await.unwrap();
@@ -508,4 +507,17 @@ async fn deleting_with_revoke_on_delete_revokes_and_releases_the_finalizer() {
         .pop()
         .unwrap();
     assert_eq!(last.body["metadata"]["finalizers"], json!([]));
+}
+
+#[tokio::test]
+async fn a_stale_status_does_not_undo_the_rotation_count() {
+    let api = MockApi::default();
+    let tc = turn_credential("web"); // as the watch cache may still show it: no status yet
+    let now = jiff::Timestamp::now().as_second();
+    api.put(&format!("{SECRETS}/web"), desired_secret(&tc, &credential_at(now - 60, 86_400), 3));
+
+    run(&api, api.context(), tc).await.unwrap();
+
+    assert!(api.writes_to(SECRETS).is_empty(), "nothing to mint or rewrite");
+    assert_eq!(status_of(&api.writes_to(CREDENTIAL_STATUS)[0])["rotations"], 3);
 }

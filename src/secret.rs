@@ -20,6 +20,9 @@ pub const EXPIRES_AT_ANNOTATION: &str = "toma.dev/expires-at";
 pub const FINGERPRINT_ANNOTATION: &str = "toma.dev/fingerprint";
 /// Hash of the data toma wrote; a mismatch means somebody edited the data.
 pub const CHECKSUM_ANNOTATION: &str = "toma.dev/checksum";
+/// How many credentials were minted for the TurnCredential, this one included. Kept on the
+/// Secret, so the count survives a stale read of the TurnCredential's status.
+pub const ROTATIONS_ANNOTATION: &str = "toma.dev/rotations";
 
 pub const ICE_SERVERS_KEY: &str = "iceServers.json";
 pub const USERNAME_KEY: &str = "username";
@@ -27,8 +30,9 @@ pub const CREDENTIAL_KEY: &str = "credential";
 pub const URLS_KEY: &str = "urls";
 pub const EXPIRES_AT_KEY: &str = "expiresAt";
 
-/// The Secret for `credential`, owned by `tc` so it is garbage collected with it.
-pub fn desired_secret(tc: &TurnCredential, credential: &Credential) -> Secret {
+/// The Secret for `credential`, the `rotations`th minted for `tc`, owned by `tc` so it is garbage
+/// collected with it.
+pub fn desired_secret(tc: &TurnCredential, credential: &Credential, rotations: i64) -> Secret {
     let data = secret_data(credential);
     let template = tc.spec.secret_template.clone().unwrap_or_default();
 
@@ -39,6 +43,7 @@ pub fn desired_secret(tc: &TurnCredential, credential: &Credential) -> Secret {
     annotations.insert(EXPIRES_AT_ANNOTATION.into(), credential.expires_at.to_string());
     annotations.insert(FINGERPRINT_ANNOTATION.into(), fingerprint(tc));
     annotations.insert(CHECKSUM_ANNOTATION.into(), checksum(&data));
+    annotations.insert(ROTATIONS_ANNOTATION.into(), rotations.to_string());
 
     Secret {
         metadata: ObjectMeta {
@@ -91,6 +96,15 @@ pub fn stored_credential(secret: &Secret) -> Option<Credential> {
         issued_at: annotations.get(ISSUED_AT_ANNOTATION)?.parse().ok()?,
         expires_at: annotations.get(EXPIRES_AT_ANNOTATION)?.parse().ok()?,
     })
+}
+
+/// The rotation count recorded on a Secret; 0 when there is none.
+pub fn rotations(secret: &Secret) -> i64 {
+    secret
+        .annotations()
+        .get(ROTATIONS_ANNOTATION)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The spec fields a stored credential was minted for. Changing any of them (the key, the ttl,
@@ -154,7 +168,7 @@ mod tests {
     fn desired_secret_holds_the_documented_keys_and_metadata() {
         let tc = turn_credential("web");
         let cred = credential_at(1_700_000_000, 86_400);
-        let secret = desired_secret(&tc, &cred);
+        let secret = desired_secret(&tc, &cred, 1);
         let data = secret.data.as_ref().unwrap();
         let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
 
@@ -189,7 +203,7 @@ mod tests {
             labels: BTreeMap::from([("team".into(), "rtc".into())]),
             annotations: BTreeMap::from([("note".into(), "x".into())]),
         });
-        let secret = desired_secret(&tc, &credential_at(0, 60));
+        let secret = desired_secret(&tc, &credential_at(0, 60), 1);
         assert_eq!(secret.labels()["team"], "rtc");
         assert_eq!(secret.labels()[MANAGED_BY_LABEL], "toma");
         assert_eq!(secret.annotations()["note"], "x");
@@ -198,22 +212,25 @@ mod tests {
     #[test]
     fn secret_name_defaults_to_the_turn_credential_name() {
         let mut tc = turn_credential("web");
-        assert_eq!(desired_secret(&tc, &credential_at(0, 60)).name_any(), "web");
+        assert_eq!(desired_secret(&tc, &credential_at(0, 60), 1).name_any(), "web");
         tc.spec.secret_name = Some("web-ice".into());
-        assert_eq!(desired_secret(&tc, &credential_at(0, 60)).name_any(), "web-ice");
+        assert_eq!(
+            desired_secret(&tc, &credential_at(0, 60), 1).name_any(),
+            "web-ice"
+        );
     }
 
     #[test]
     fn stored_credential_round_trips() {
         let tc = turn_credential("web");
         let cred = credential_at(1_700_000_000, 600);
-        assert_eq!(stored_credential(&desired_secret(&tc, &cred)), Some(cred));
+        assert_eq!(stored_credential(&desired_secret(&tc, &cred, 1)), Some(cred));
     }
 
     #[test]
     fn tampered_data_is_not_trusted() {
         let tc = turn_credential("web");
-        let mut secret = desired_secret(&tc, &credential_at(1_700_000_000, 600));
+        let mut secret = desired_secret(&tc, &credential_at(1_700_000_000, 600), 1);
         secret
             .data
             .as_mut()
@@ -225,7 +242,7 @@ mod tests {
     #[test]
     fn foreign_secret_is_not_owned() {
         let tc = turn_credential("web");
-        let mut secret = desired_secret(&tc, &credential_at(0, 60));
+        let mut secret = desired_secret(&tc, &credential_at(0, 60), 1);
         assert!(is_owned_by(&secret, &tc));
         secret.metadata.owner_references = None;
         assert!(!is_owned_by(&secret, &tc));
@@ -234,7 +251,7 @@ mod tests {
     #[test]
     fn secret_of_an_earlier_turn_credential_with_the_same_name_is_not_owned() {
         let tc = turn_credential("web");
-        let secret = desired_secret(&tc, &credential_at(0, 60));
+        let secret = desired_secret(&tc, &credential_at(0, 60), 1);
         let mut recreated = turn_credential("web");
         recreated.metadata.uid = Some("another-uid".into());
         assert!(!is_owned_by(&secret, &recreated));
@@ -263,7 +280,7 @@ mod tests {
     #[test]
     fn owned_fields_match_ignores_fields_others_added() {
         let tc = turn_credential("web");
-        let desired = desired_secret(&tc, &credential_at(0, 60));
+        let desired = desired_secret(&tc, &credential_at(0, 60), 1);
         let mut existing = desired.clone();
         existing
             .labels_mut()

@@ -11,12 +11,13 @@ use crate::error::Error;
 pub const READY: &str = "Ready";
 pub const ISSUED: &str = "Issued";
 
-/// Status after a successful reconcile: the Secret holds `credential`, renewed at `renewal`.
+/// Status after a successful reconcile: the Secret holds `credential`, the `rotations`th minted,
+/// renewed at `renewal`.
 pub fn issued(
     tc: &TurnCredential,
     credential: &Credential,
     renewal: Timestamp,
-    minted: bool,
+    rotations: i64,
     now: Timestamp,
 ) -> TurnCredentialStatus {
     let previous = tc.status.clone().unwrap_or_default();
@@ -33,7 +34,7 @@ pub fn issued(
         issued_at: Some(Time(credential.issued_at)),
         expires_at: Some(Time(credential.expires_at)),
         renewal_time: Some(Time(renewal)),
-        rotations: previous.rotations + i64::from(minted),
+        rotations,
         failures: 0,
         last_failure_time: previous.last_failure_time,
     }
@@ -119,7 +120,7 @@ mod tests {
     fn issued_status_is_ready_with_times_and_counts_the_rotation() {
         let tc = turn_credential("web");
         let cred = credential_at(1000, 600);
-        let status = issued(&tc, &cred, at(1400), true, at(1000));
+        let status = issued(&tc, &cred, at(1400), 1, at(1000));
         assert_eq!(ready_state(Some(&status)), Some(("True".into(), "Issued".into())));
         assert_eq!(status.expires_at, Some(Time(at(1600))));
         assert_eq!(status.renewal_time, Some(Time(at(1400))));
@@ -132,8 +133,8 @@ mod tests {
     fn repeating_a_reconcile_gives_the_same_status() {
         let mut tc = turn_credential("web");
         let cred = credential_at(1000, 600);
-        tc.status = Some(issued(&tc, &cred, at(1400), true, at(1000)));
-        let again = issued(&tc, &cred, at(1400), false, at(1100));
+        tc.status = Some(issued(&tc, &cred, at(1400), 1, at(1000)));
+        let again = issued(&tc, &cred, at(1400), 1, at(1100));
         assert_eq!(Some(again), tc.status);
     }
 
@@ -141,7 +142,7 @@ mod tests {
     fn failure_keeps_the_old_expiry_counts_failures_and_says_the_credential_stays() {
         let mut tc = turn_credential("web");
         let cred = credential_at(1000, 600);
-        tc.status = Some(issued(&tc, &cred, at(1400), true, at(1000)));
+        tc.status = Some(issued(&tc, &cred, at(1400), 1, at(1000)));
         let error = Error::InvalidSpec("bad".into());
         let status = failed(&tc, &error, Some(&cred), at(1450));
         assert_eq!(
@@ -159,7 +160,7 @@ mod tests {
     fn success_after_failures_resets_the_failure_count() {
         let mut tc = turn_credential("web");
         tc.status = Some(failed(&tc, &Error::InvalidSpec("x".into()), None, at(10)));
-        let status = issued(&tc, &credential_at(20, 600), at(400), true, at(20));
+        let status = issued(&tc, &credential_at(20, 600), at(400), 1, at(20));
         assert_eq!(status.failures, 0);
         assert_eq!(status.last_failure_time, Some(Time(at(10))));
     }

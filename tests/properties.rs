@@ -110,7 +110,7 @@ proptest! {
     #[test]
     fn a_written_secret_reads_back_as_the_same_credential(credential in credential()) {
         let tc = turn_credential(3600, None);
-        let secret = desired_secret(&tc, &credential);
+        let secret = desired_secret(&tc, &credential, 1);
         prop_assert!(is_owned_by(&secret, &tc));
         prop_assert_eq!(stored_credential(&secret), Some(credential));
     }
@@ -118,7 +118,7 @@ proptest! {
     #[test]
     fn any_change_to_the_secret_data_is_detected(credential in credential(), key_index in 0usize..5, garbage in "\\PC{0,20}") {
         let tc = turn_credential(3600, None);
-        let mut secret = desired_secret(&tc, &credential);
+        let mut secret = desired_secret(&tc, &credential, 1);
         let data = secret.data.as_mut().unwrap();
         let key = data.keys().nth(key_index).unwrap().clone();
         prop_assume!(data[&key].0 != garbage.as_bytes());
@@ -139,8 +139,8 @@ proptest! {
     fn status_is_deterministic(credential in credential(), later in 0i64..100_000) {
         let mut tc = turn_credential(3600, None);
         let renewal = credential.expires_at - SignedDuration::from_secs(1200);
-        tc.status = Some(status::issued(&tc, &credential, renewal, true, credential.issued_at));
-        let again = status::issued(&tc, &credential, renewal, false, credential.issued_at + SignedDuration::from_secs(later));
+        tc.status = Some(status::issued(&tc, &credential, renewal, 1, credential.issued_at));
+        let again = status::issued(&tc, &credential, renewal, 1, credential.issued_at + SignedDuration::from_secs(later));
         prop_assert_eq!(Some(again), tc.status);
     }
 }
