@@ -514,10 +514,32 @@ async fn a_stale_status_does_not_undo_the_rotation_count() {
     let api = MockApi::default();
     let tc = turn_credential("web"); // as the watch cache may still show it: no status yet
     let now = jiff::Timestamp::now().as_second();
-    api.put(&format!("{SECRETS}/web"), desired_secret(&tc, &credential_at(now - 60, 86_400), 3));
+    api.put(
+        &format!("{SECRETS}/web"),
+        desired_secret(&tc, &credential_at(now - 60, 86_400), 3),
+    );
 
     run(&api, api.context(), tc).await.unwrap();
 
     assert!(api.writes_to(SECRETS).is_empty(), "nothing to mint or rewrite");
     assert_eq!(status_of(&api.writes_to(CREDENTIAL_STATUS)[0])["rotations"], 3);
+}
+
+#[tokio::test]
+async fn reconciling_an_up_to_date_credential_again_writes_nothing() {
+    let api = MockApi::default();
+    shared_secret_key(&api);
+    let ctx = api.context();
+    run(&api, ctx.clone(), turn_credential("web")).await.unwrap();
+    // The TurnCredential as the API server now holds it, times in whole seconds.
+    let stored: TurnCredential = serde_json::from_value(
+        api.0.lock().unwrap().objects["/apis/toma.dev/v1alpha1/namespaces/app/turncredentials/web"].clone(),
+    )
+    .unwrap();
+    let writes = api.requests().iter().filter(|r| r.method != Method::GET).count();
+
+    run(&api, ctx, stored).await.unwrap();
+
+    let after = api.requests().iter().filter(|r| r.method != Method::GET).count();
+    assert_eq!(after, writes, "a second reconcile wrote again");
 }
