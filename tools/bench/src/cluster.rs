@@ -1,0 +1,206 @@
+//! The objects a benchmark needs on the control plane, and cleaning them up.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::ObjectMeta;
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use toma::api::{
+    CloudflareProvider, ClusterTurnKey, ClusterTurnKeySpec, KeyKind, KeyRef, SecretKeyRef, TurnCredential,
+    TurnCredentialSpec,
+};
+
+use crate::Result;
+
+pub const KEY_ID: &str = "0123456789abcdef0123456789abcdef";
+pub const TOKEN: &str = "bench-api-token-0123456789";
+pub const TOKEN_SECRET: &str = "cloudflare-turn";
+pub const TTL_SECONDS: i64 = 86_400;
+
+/// Namespaces (and their ClusterTurnKeys, which share the name) created by this run, so that
+/// they are removed whatever happens.
+#[derive(Default)]
+pub struct Created(Mutex<Vec<String>>);
+
+impl Created {
+    pub async fn namespace(&self, client: &Client, prefix: &str) -> Result<String> {
+        let name = format!("{prefix}-{:04x}", rand::random::<u16>());
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(BTreeMap::from([("toma.dev/bench".into(), "true".into())])),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        self.0.lock().unwrap().push(name.clone());
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await?;
+        Ok(name)
+    }
+
+    /// Deletes `name` and waits until it is gone, so that the deletion's own API writes (the
+    /// namespace controller and the garbage collector) fall outside the next measurement.
+    pub async fn remove(&self, client: &Client, name: &str, limit: Duration) -> Result<Duration> {
+        self.0.lock().unwrap().retain(|n| n != name);
+        delete_namespace(client, name, limit).await
+    }
+
+    /// Removes whatever is left, without waiting long.
+    pub async fn remove_all(&self, client: &Client) {
+        let names: Vec<String> = std::mem::take(&mut *self.0.lock().unwrap());
+        for name in names {
+            if let Err(error) = delete_namespace(client, &name, Duration::from_secs(120)).await {
+                eprintln!("cleanup: namespace {name}: {error}");
+            }
+        }
+    }
+}
+
+async fn delete_namespace(client: &Client, name: &str, limit: Duration) -> Result<Duration> {
+    let started = Instant::now();
+    // Finalizers with no toma to honour them would keep the namespace terminating forever.
+    let credentials: Api<TurnCredential> = Api::namespaced(client.clone(), name);
+    for tc in list_all(&credentials).await.unwrap_or_default() {
+        if !tc.finalizers().is_empty() {
+            let clear = json!({"metadata": {"finalizers": null}});
+            let _ = credentials
+                .patch(&tc.name_any(), &PatchParams::default(), &Patch::Merge(&clear))
+                .await;
+        }
+    }
+    let _ = Api::<ClusterTurnKey>::all(client.clone())
+        .delete(name, &DeleteParams::default())
+        .await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    if namespaces.get_opt(name).await?.is_some() {
+        let _ = namespaces.delete(name, &DeleteParams::default()).await;
+    }
+    while namespaces.get_opt(name).await?.is_some() {
+        if started.elapsed() > limit {
+            return Err(format!("namespace {name} still there after {limit:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    crate::apiserver::quiesce(client, limit.min(Duration::from_secs(120))).await?;
+    Ok(started.elapsed())
+}
+
+/// Every object, read in pages of 500 so that a long list does not time out.
+pub async fn list_all<K>(api: &Api<K>) -> Result<Vec<K>>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut all = Vec::new();
+    let mut params = ListParams::default().limit(500);
+    loop {
+        let page = api.list(&params).await?;
+        all.extend(page.items);
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(all),
+        }
+    }
+}
+
+/// The API token Secret in `namespace` and a ClusterTurnKey of the same name pointing at the fake.
+pub async fn create_key(client: &Client, namespace: &str, base_url: &str) -> Result<()> {
+    let token = Secret {
+        metadata: ObjectMeta {
+            name: Some(TOKEN_SECRET.into()),
+            namespace: Some(namespace.into()),
+            ..ObjectMeta::default()
+        },
+        string_data: Some(BTreeMap::from([("api-token".into(), TOKEN.into())])),
+        ..Secret::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &token)
+        .await?;
+    let key = ClusterTurnKey::new(
+        namespace,
+        ClusterTurnKeySpec {
+            cloudflare: Some(CloudflareProvider {
+                key_id: KEY_ID.into(),
+                api_token_secret_ref: SecretKeyRef {
+                    name: TOKEN_SECRET.into(),
+                    key: "api-token".into(),
+                    namespace: Some(namespace.into()),
+                },
+                base_url: Some(base_url.into()),
+            }),
+            shared_secret: None,
+        },
+    );
+    let keys: Api<ClusterTurnKey> = Api::all(client.clone());
+    // A leftover of an interrupted run with this name goes first.
+    let _ = keys.delete(namespace, &DeleteParams::default()).await;
+    keys.create(&PostParams::default(), &key).await?;
+    Ok(())
+}
+
+/// The `i`-th TurnCredential of a run, using the namespace's ClusterTurnKey.
+pub fn credential(namespace: &str, i: usize) -> TurnCredential {
+    let mut tc = TurnCredential::new(
+        &format!("tc-{i:05}"),
+        TurnCredentialSpec {
+            key_ref: KeyRef {
+                kind: KeyKind::ClusterTurnKey,
+                name: namespace.into(),
+            },
+            ttl_seconds: TTL_SECONDS,
+            renew_before_seconds: None,
+            secret_name: None,
+            secret_template: None,
+            url_filter: None,
+            rollout_restart_targets: Vec::new(),
+            revoke_on_delete: false,
+            custom_identifier: None,
+        },
+    );
+    tc.metadata.namespace = Some(namespace.into());
+    tc
+}
+
+/// How the TurnCredentials of a namespace ended up: Ready ones, and rotation counts other than 1.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Outcome {
+    pub turncredentials: usize,
+    pub ready: usize,
+    /// TurnCredentials whose `status.rotations` is not 1 (each should have been minted once).
+    pub rotations_not_one: usize,
+    /// How many TurnCredentials report each `status.rotations` value.
+    pub rotations: BTreeMap<i64, usize>,
+    pub secrets: usize,
+}
+
+pub async fn outcome(client: &Client, namespace: &str) -> Result<Outcome> {
+    let credentials = list_all(&Api::<TurnCredential>::namespaced(client.clone(), namespace)).await?;
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace)
+        .list_metadata(&ListParams::default().labels("app.kubernetes.io/managed-by=toma"))
+        .await?;
+    let mut rotations = BTreeMap::new();
+    for tc in &credentials {
+        *rotations
+            .entry(tc.status.as_ref().map_or(-1, |s| s.rotations))
+            .or_insert(0) += 1;
+    }
+    Ok(Outcome {
+        rotations,
+        turncredentials: credentials.len(),
+        ready: credentials
+            .iter()
+            .filter(|tc| crate::progress::is_ready(tc))
+            .count(),
+        rotations_not_one: credentials
+            .iter()
+            .filter(|tc| tc.status.as_ref().map(|s| s.rotations) != Some(1))
+            .count(),
+        secrets: secrets.items.len(),
+    })
+}

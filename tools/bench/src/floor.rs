@@ -1,0 +1,165 @@
+//! The floor: the same outcome with no operator. A bare client creates each TurnCredential,
+//! asks the fake Cloudflare for ICE servers once, server-side applies the Secret and the Ready
+//! status, with the same parallelism as the creates in the operator run. The Secret and status
+//! are built by toma's own pure functions, so the objects are the same as toma's, byte for byte
+//! apart from the credential; only the I/O is done by hand, and none of it is avoidable.
+
+use std::time::{Duration, Instant};
+
+use fake_cloudflare::FakeCloudflare;
+use futures::{StreamExt, TryStreamExt};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::json;
+use toma::api::TurnCredential;
+use toma::credential::{Credential, filter_urls};
+
+use crate::apiserver::{self, Counts};
+use crate::cluster::{self, Outcome};
+use crate::operator::limit_for;
+use crate::{Bench, Result, process, progress};
+
+const FIELD_MANAGER: &str = "toma-bench";
+const USER_AGENT: &str = concat!("toma-bench/", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Floor {
+    pub seconds_to_ready: f64,
+    pub mints: usize,
+    pub mints_per_credential: f64,
+    /// API server requests of the floor, its N TurnCredential creates taken out.
+    pub api: Counts,
+    pub api_writes_per_credential: f64,
+    pub apiserver_cpu_seconds: Option<f64>,
+    pub etcd_cpu_seconds: Option<f64>,
+    pub outcome: Outcome,
+}
+
+pub async fn run(bench: &Bench, n: usize) -> Result<Floor> {
+    let namespace = bench
+        .created
+        .namespace(&bench.client, &format!("bench-floor-{n}"))
+        .await?;
+    let outcome = measure(bench, &namespace, n).await;
+    let removed = bench
+        .created
+        .remove(&bench.client, &namespace, limit_for(n))
+        .await;
+    let floor = outcome?;
+    removed?;
+    Ok(floor)
+}
+
+async fn measure(bench: &Bench, namespace: &str, n: usize) -> Result<Floor> {
+    let client = &bench.client;
+    let fake = FakeCloudflare::start(fake_cloudflare::Config::default()).await?;
+    fake.add_key(cluster::KEY_ID, cluster::TOKEN);
+    // The same key objects as toma's run, though the floor knows the key and token already.
+    cluster::create_key(client, namespace, &fake.base_url()).await?;
+    let http = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let generate_url = format!(
+        "{}/v1/turn/keys/{}/credentials/generate-ice-servers",
+        fake.base_url(),
+        cluster::KEY_ID
+    );
+    let mut tracker = progress::track(client, namespace, n).await?;
+
+    let api_before = apiserver::scrape(client).await?;
+    let apiserver_before = process::cpu_of(bench.apiserver_pid);
+    let etcd_before = process::cpu_of(bench.etcd_pid);
+    let started = Instant::now();
+    let credentials: Api<TurnCredential> = Api::namespaced(client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let (credentials, secrets, http, url) = (&credentials, &secrets, &http, &generate_url);
+            async move {
+                let tc = credentials
+                    .create(&PostParams::default(), &cluster::credential(namespace, i))
+                    .await?;
+                issue(&tc, credentials, secrets, http, url).await
+            }
+        })
+        .buffer_unordered(bench.parallelism)
+        .try_for_each(|_| async { Ok(()) })
+        .await?;
+    let done = tracker.done(limit_for(n)).await?;
+    let apiserver_cpu = process::cpu_of(bench.apiserver_pid)
+        .zip(apiserver_before)
+        .map(|(a, b)| a - b);
+    let etcd_cpu = process::cpu_of(bench.etcd_pid)
+        .zip(etcd_before)
+        .map(|(a, b)| a - b);
+    let api = apiserver::scrape(client).await?.since(&api_before, n as u64);
+    let mints = fake.mints().len();
+    Ok(Floor {
+        seconds_to_ready: (done - started).as_secs_f64(),
+        mints,
+        mints_per_credential: mints as f64 / n as f64,
+        api_writes_per_credential: api.writes() as f64 / n as f64,
+        api,
+        apiserver_cpu_seconds: apiserver_cpu,
+        etcd_cpu_seconds: etcd_cpu,
+        outcome: cluster::outcome(client, namespace).await?,
+    })
+}
+
+/// One credential: one provider call, one Secret apply, one status apply.
+async fn issue(
+    tc: &TurnCredential,
+    credentials: &Api<TurnCredential>,
+    secrets: &Api<Secret>,
+    http: &reqwest::Client,
+    generate_url: &str,
+) -> Result<()> {
+    let now = Timestamp::from_second(Timestamp::now().as_second())?;
+    let answer = http
+        .post(generate_url)
+        .bearer_auth(cluster::TOKEN)
+        .json(&json!({"ttl": tc.spec.ttl_seconds}))
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await?;
+    let servers = toma::cloudflare::parse_generate_answer(&answer)?;
+    let credential = Credential {
+        ice_servers: filter_urls(servers, &tc.url_filter()),
+        issued_at: now,
+        expires_at: now + SignedDuration::from_secs(tc.spec.ttl_seconds),
+    };
+    let secret = toma::secret::desired_secret(tc, &credential, 1);
+    secrets
+        .patch(
+            &tc.secret_name(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    let renewal = toma::schedule::renewal_time(
+        credential.issued_at,
+        credential.expires_at,
+        tc.renew_before_seconds(),
+        &tc.uid().unwrap_or_default(),
+    );
+    let status = toma::status::issued(tc, &credential, renewal, 1, now);
+    let patch = json!({
+        "apiVersion": TurnCredential::api_version(&()),
+        "kind": TurnCredential::kind(&()),
+        "status": status,
+    });
+    credentials
+        .patch_status(
+            &tc.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! toma-bench: how fast, and at what cost, the real toma binary brings N TurnCredentials to
+//! Ready on a real control plane, next to the floor a bare client sets doing the same work.
+//! It prints figures; it passes or fails nothing. `hack/bench.sh` builds everything and runs it.
+
+mod apiserver;
+mod cluster;
+mod floor;
+mod operator;
+mod process;
+mod progress;
+mod prom;
+mod report;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use clap::Parser;
+use kube::Client;
+
+use cluster::Created;
+use report::{Machine, Ratio, Results, Versions};
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Benchmarks toma against the control plane of KUBECONFIG. For each N, in fresh namespaces:
+/// toma brings N new TurnCredentials to Ready (once per --concurrency), is restarted, idles;
+/// then a bare client does the same work with no operator (the floor).
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Numbers of TurnCredentials, one benchmark each.
+    #[arg(default_values_t = [100, 1000])]
+    counts: Vec<usize>,
+    /// The toma binary (a release build).
+    #[arg(long, default_value = "target/release/toma")]
+    toma: PathBuf,
+    /// toma's --concurrency; repeat to measure several.
+    #[arg(long = "concurrency", default_values_t = [16])]
+    concurrencies: Vec<u16>,
+    /// Requests the bench client keeps in flight: the creates, and every step of the floor.
+    #[arg(long, default_value_t = 32)]
+    parallelism: usize,
+    /// Wait after all are Ready before reading steady memory and the API write count.
+    #[arg(long, default_value_t = 10)]
+    settle_seconds: u64,
+    /// Length of the idle measurement.
+    #[arg(long, default_value_t = 30)]
+    idle_seconds: u64,
+    /// Where results-<N>.json, toma's logs and the PID list go.
+    #[arg(long, default_value = "target/bench")]
+    out_dir: PathBuf,
+    /// PID of the kube-apiserver, to report its CPU time.
+    #[arg(long)]
+    apiserver_pid: Option<u32>,
+    /// PID of etcd, to report its CPU time.
+    #[arg(long)]
+    etcd_pid: Option<u32>,
+    /// etcd's version, for the report.
+    #[arg(long)]
+    etcd_version: Option<String>,
+    /// A remark printed with the figures and kept in the JSON (e.g. what else loads the machine).
+    #[arg(long)]
+    note: Option<String>,
+}
+
+/// What every measurement shares.
+pub struct Bench {
+    pub client: Client,
+    pub http: reqwest::Client,
+    pub toma: PathBuf,
+    pub parallelism: usize,
+    pub settle: Duration,
+    pub idle: Duration,
+    pub out_dir: PathBuf,
+    pub apiserver_pid: Option<u32>,
+    pub etcd_pid: Option<u32>,
+    pub created: Created,
+}
+
+impl Bench {
+    pub fn pid_file(&self) -> PathBuf {
+        self.out_dir.join("toma.pids")
+    }
+}
+
+pub fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.counts.contains(&0) || cli.parallelism == 0 || cli.concurrencies.is_empty() {
+        eprintln!("N, --parallelism and --concurrency must be positive");
+        return ExitCode::from(2);
+    }
+    toma::install_crypto_provider();
+    let bench = match setup(&cli).await {
+        Ok(bench) => bench,
+        Err(error) => {
+            eprintln!("toma-bench: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // On SIGINT/SIGTERM the benchmark future is dropped: its Toma guards kill their processes.
+    let outcome = tokio::select! {
+        outcome = run_all(&cli, &bench) => outcome,
+        signal = stop_signal() => Err(format!("stopped by {signal}").into()),
+    };
+    bench.created.remove_all(&bench.client).await;
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("toma-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn setup(cli: &Cli) -> Result<Bench> {
+    let client = Client::try_default()
+        .await
+        .map_err(|e| format!("no client for the control plane (is KUBECONFIG set?): {e}"))?;
+    if !cli.toma.is_file() {
+        return Err(format!(
+            "{} is not a file: build toma first (cargo build --release)",
+            cli.toma.display()
+        )
+        .into());
+    }
+    std::fs::create_dir_all(cli.out_dir.join("logs"))?;
+    Ok(Bench {
+        client,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?,
+        toma: cli.toma.clone(),
+        parallelism: cli.parallelism,
+        settle: Duration::from_secs(cli.settle_seconds),
+        idle: Duration::from_secs(cli.idle_seconds),
+        out_dir: cli.out_dir.clone(),
+        apiserver_pid: cli.apiserver_pid,
+        etcd_pid: cli.etcd_pid,
+        created: Created::default(),
+    })
+}
+
+async fn run_all(cli: &Cli, bench: &Bench) -> Result<()> {
+    let versions = Versions {
+        toma: command_output(&bench.toma, &["--version"]).unwrap_or_else(|| "unknown".into()),
+        kubernetes: bench.client.apiserver_version().await?.git_version,
+        etcd: cli.etcd_version.clone(),
+        rustc: command_output("rustc".as_ref(), &["--version"]),
+    };
+    for &n in &cli.counts {
+        let machine = Machine {
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu_model: cpu_model(),
+            load_average: load_average(),
+            note: cli.note.clone(),
+        };
+        let started_at = jiff::Timestamp::now().to_string();
+        let mut operator = Vec::new();
+        for &concurrency in &cli.concurrencies {
+            eprintln!("N={n}: toma with --concurrency {concurrency} ...");
+            let run = operator::run(bench, n, concurrency).await?;
+            eprintln!(
+                "N={n}: toma c={concurrency}: all Ready in {:.2} s",
+                run.seconds_to_ready
+            );
+            operator.push(run);
+        }
+        eprintln!("N={n}: floor (no operator) ...");
+        let floor = floor::run(bench, n).await?;
+        eprintln!("N={n}: floor: all Ready in {:.2} s", floor.seconds_to_ready);
+        let ratios = operator
+            .iter()
+            .map(|r| Ratio {
+                concurrency: r.concurrency,
+                toma_over_floor: r.seconds_to_ready / floor.seconds_to_ready,
+            })
+            .collect();
+        let results = Results {
+            n,
+            started_at,
+            machine,
+            versions: versions.clone(),
+            parallelism: bench.parallelism,
+            settle_seconds: cli.settle_seconds,
+            operator,
+            floor,
+            ratios,
+        };
+        println!("\n{}", results.table());
+        let findings = results.findings();
+        if findings.is_empty() {
+            println!("nothing unexpected");
+        } else {
+            println!("worth a look:");
+            for finding in findings {
+                println!("  - {finding}");
+            }
+        }
+        let path = results.write_json(&bench.out_dir)?;
+        println!("written: {}\n", path.display());
+    }
+    Ok(())
+}
+
+fn command_output(program: &std::path::Path, args: &[&str]) -> Option<String> {
+    let output = Command::new(program).args(args).output().ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, model)| model.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+async fn stop_signal() -> &'static str {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler can be installed");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}

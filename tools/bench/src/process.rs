@@ -1,0 +1,253 @@
+//! The toma process under measurement, and what /proc says about a process.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::{Result, prom};
+
+/// A running `toma run`. Dropping it kills the process (SIGKILL) and reaps it, so no toma
+/// outlives the bench, whether it ends normally, with an error or on a signal.
+pub struct Toma {
+    child: Child,
+    pub addr: SocketAddr,
+    /// When the process was spawned.
+    pub started: Instant,
+    http: reqwest::Client,
+}
+
+/// What toma's own /metrics says.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TomaMetrics {
+    pub reconciles: u64,
+    pub errors: u64,
+    pub mints: u64,
+    /// Sum and count of toma_reconcile_duration_seconds.
+    pub reconcile_seconds: f64,
+    pub reconcile_count: u64,
+}
+
+impl TomaMetrics {
+    /// Mean duration of one reconcile so far, in milliseconds.
+    pub fn mean_reconcile_ms(&self) -> f64 {
+        if self.reconcile_count == 0 {
+            return 0.0;
+        }
+        self.reconcile_seconds * 1000.0 / self.reconcile_count as f64
+    }
+}
+
+pub struct Spawn<'a> {
+    pub binary: &'a Path,
+    pub namespace: &'a str,
+    pub concurrency: u16,
+    /// Appended to across restarts.
+    pub log: PathBuf,
+    /// Every spawned PID is appended here, so that hack/bench.sh can stop a toma that a killed
+    /// bench left behind.
+    pub pid_file: PathBuf,
+}
+
+impl Toma {
+    pub fn spawn(spec: &Spawn<'_>, http: reqwest::Client) -> Result<Toma> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let log = OpenOptions::new().create(true).append(true).open(&spec.log)?;
+        let child = Command::new(spec.binary)
+            .arg("run")
+            .args(["--namespace", spec.namespace])
+            .args(["--http-addr", &addr.to_string()])
+            .args(["--concurrency", &spec.concurrency.to_string()])
+            // The default level, whatever the caller's environment says: logging is part of the cost.
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", spec.binary.display()))?;
+        let started = Instant::now();
+        let mut pids = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.pid_file)?;
+        writeln!(pids, "{}", child.id())?;
+        Ok(Toma {
+            child,
+            addr,
+            started,
+            http,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for /readyz to answer 200 and returns when it first did.
+    pub async fn wait_ready(&mut self, limit: Duration) -> Result<Instant> {
+        let deadline = Instant::now() + limit;
+        let url = format!("http://{}/readyz", self.addr);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(format!("toma exited before it was ready ({status}); see its log").into());
+            }
+            let ready = self
+                .http
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return Ok(Instant::now());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("toma not ready within {limit:?}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn metrics(&self) -> Result<TomaMetrics> {
+        let text = self
+            .http
+            .get(format!("http://{}/metrics", self.addr))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(TomaMetrics {
+            reconciles: prom::sum(&text, "toma_reconciles_total") as u64,
+            errors: prom::sum(&text, "toma_reconcile_errors_total") as u64,
+            mints: prom::sum(&text, "toma_credentials_minted_total") as u64,
+            reconcile_seconds: prom::sum(&text, "toma_reconcile_duration_seconds_sum"),
+            reconcile_count: prom::sum(&text, "toma_reconcile_duration_seconds_count") as u64,
+        })
+    }
+
+    pub fn memory(&self) -> Result<Memory> {
+        memory(self.pid())
+    }
+
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        cpu_seconds(self.pid())
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod, then waits for the exit (SIGKILL after `limit`).
+    pub async fn terminate(&mut self, limit: Duration) -> Result<()> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()?;
+        if !status.success() {
+            return Err(format!("kill -TERM {} failed", self.pid()).into());
+        }
+        let deadline = Instant::now() + limit;
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                self.child.kill()?;
+                self.child.wait()?;
+                return Err(format!("toma did not stop within {limit:?} of SIGTERM; killed").into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Toma {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Resident memory, in KiB.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Memory {
+    /// VmRSS: resident now.
+    pub rss_kib: u64,
+    /// VmHWM: the most ever resident.
+    pub peak_kib: u64,
+}
+
+pub fn memory(pid: u32) -> Result<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> Result<u64> {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .ok_or_else(|| format!("no {name} in /proc/{pid}/status"))?;
+        Ok(line[name.len()..].trim().trim_end_matches("kB").trim().parse()?)
+    };
+    Ok(Memory {
+        rss_kib: field("VmRSS:")?,
+        peak_kib: field("VmHWM:")?,
+    })
+}
+
+/// User plus system CPU time a process has used, in seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    Ok(parse_cpu_ticks(&stat).ok_or("unreadable /proc/<pid>/stat")? as f64 / clock_ticks() as f64)
+}
+
+/// utime + stime: fields 14 and 15, counted from after the command name, which may hold spaces.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // fields[0] is the state (field 3), so field k is fields[k - 3].
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`, 100 on Linux unless asked otherwise).
+fn clock_ticks() -> u64 {
+    static TICKS: OnceLock<u64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|&t| t > 0)
+            .unwrap_or(100)
+    })
+}
+
+/// CPU seconds of an optional process (the API server, etcd), for the report.
+pub fn cpu_of(pid: Option<u32>) -> Option<f64> {
+    pid.and_then(|p| cpu_seconds(p).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_are_read_after_a_command_name_with_spaces() {
+        let stat = "1234 (to ma) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 70 0 0 20 0 8 0 1 1 1";
+        assert_eq!(parse_cpu_ticks(stat), Some(320));
+    }
+
+    #[test]
+    fn own_process_has_memory_and_cpu() {
+        let me = std::process::id();
+        let memory = memory(me).unwrap();
+        assert!(memory.rss_kib > 0 && memory.peak_kib >= memory.rss_kib);
+        assert!(cpu_seconds(me).unwrap() >= 0.0);
+    }
+}

@@ -1,0 +1,178 @@
+//! Knowing when all N credentials are done: two watches on the namespace (TurnCredentials for
+//! Ready=True, and toma's Secrets, metadata only), started before the first create. The moment
+//! the last one arrives is taken from the watch event itself, not from a poll.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use toma::api::TurnCredential;
+
+use crate::Result;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    pub ready: usize,
+    pub secrets: usize,
+    /// When both counts first reached the target.
+    pub done_at: Option<Instant>,
+}
+
+/// Watches until dropped.
+pub struct Tracker {
+    progress: watch::Receiver<Progress>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Starts both watches on `namespace` and returns once each has listed what is there.
+pub async fn track(client: &Client, namespace: &str, target: usize) -> Result<Tracker> {
+    let (tx, rx) = watch::channel(Progress::default());
+    let tx = Arc::new(tx);
+
+    let credentials: Api<TurnCredential> = Api::namespaced(client.clone(), namespace);
+    let ready_events = watcher(credentials, watcher::Config::default())
+        .default_backoff()
+        .map(|event| event.map(|e| names(e, is_ready)));
+    // Metadata only: the bench needs to know that a Secret is there, not what it holds.
+    let secrets: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), namespace);
+    let secret_events = watcher(
+        secrets,
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=toma"),
+    )
+    .default_backoff()
+    .map(|event| event.map(|e| names(e, |_| true)));
+
+    let (ready_listed, ready_listed_rx) = oneshot::channel();
+    let (secrets_listed, secrets_listed_rx) = oneshot::channel();
+    let tasks = vec![
+        tokio::spawn(count(ready_events, tx.clone(), target, Kind::Ready, ready_listed)),
+        tokio::spawn(count(secret_events, tx, target, Kind::Secrets, secrets_listed)),
+    ];
+    let tracker = Tracker { progress: rx, tasks };
+    let listed = async {
+        let _ = ready_listed_rx.await;
+        let _ = secrets_listed_rx.await;
+    };
+    tokio::time::timeout(Duration::from_secs(60), listed)
+        .await
+        .map_err(|_| "the watches did not list the namespace within 60 s")?;
+    Ok(tracker)
+}
+
+impl Tracker {
+    pub fn now(&self) -> Progress {
+        *self.progress.borrow()
+    }
+
+    /// Waits until all are Ready with their Secrets, and returns when that happened.
+    pub async fn done(&mut self, limit: Duration) -> Result<Instant> {
+        let waited = tokio::time::timeout(limit, self.progress.wait_for(|p| p.done_at.is_some()))
+            .await
+            .map(|r| r.map(|progress| progress.done_at));
+        match waited {
+            Ok(Ok(done_at)) => Ok(done_at.expect("waited for it")),
+            Ok(Err(_)) => Err("the watches stopped".into()),
+            Err(_) => {
+                let p = self.now();
+                Err(format!(
+                    "not done within {limit:?}: {} Ready, {} Secrets",
+                    p.ready, p.secrets
+                )
+                .into())
+            }
+        }
+    }
+}
+
+pub fn is_ready(tc: &TurnCredential) -> bool {
+    tc.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+/// An event reduced to (name, whether it counts).
+fn names<K: ResourceExt>(event: Event<K>, counts: impl Fn(&K) -> bool) -> Event<(String, bool)> {
+    let pair = |k: K| (k.name_any(), counts(&k));
+    match event {
+        Event::Apply(k) => Event::Apply(pair(k)),
+        Event::Delete(k) => Event::Delete(pair(k)),
+        Event::Init => Event::Init,
+        Event::InitApply(k) => Event::InitApply(pair(k)),
+        Event::InitDone => Event::InitDone,
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Ready,
+    Secrets,
+}
+
+/// Keeps the set of names for which the watch says `true`, and publishes its size.
+async fn count(
+    events: impl Stream<Item = std::result::Result<Event<(String, bool)>, watcher::Error>>,
+    tx: Arc<watch::Sender<Progress>>,
+    target: usize,
+    kind: Kind,
+    listed: oneshot::Sender<()>,
+) {
+    let mut names = HashSet::new();
+    let mut listed = Some(listed);
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::Init) => names.clear(),
+            Ok(Event::Apply((name, yes)) | Event::InitApply((name, yes))) => {
+                if yes {
+                    names.insert(name);
+                } else {
+                    names.remove(&name);
+                }
+            }
+            Ok(Event::Delete((name, _))) => {
+                names.remove(&name);
+            }
+            Ok(Event::InitDone) => {
+                if let Some(listed) = listed.take() {
+                    let _ = listed.send(());
+                }
+            }
+            Err(error) => {
+                eprintln!("watch error (retrying): {error}");
+                continue;
+            }
+        }
+        let len = names.len();
+        tx.send_if_modified(|p| {
+            let slot = match kind {
+                Kind::Ready => &mut p.ready,
+                Kind::Secrets => &mut p.secrets,
+            };
+            let changed = *slot != len;
+            *slot = len;
+            if p.done_at.is_none() && p.ready >= target && p.secrets >= target {
+                p.done_at = Some(Instant::now());
+                return true;
+            }
+            changed
+        });
+    }
+}
