@@ -6,6 +6,7 @@ use kube::Client;
 use kube::runtime::events::Recorder;
 
 use crate::cloudflare::CloudflareClient;
+use crate::keys::KeyCache;
 use crate::metrics::Metrics;
 
 pub struct Context {
@@ -13,4 +14,5 @@ pub struct Context {
     pub cloudflare: CloudflareClient,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    pub keys: KeyCache,
 }

@@ -115,6 +115,7 @@ pub async fn run(
         .predicate_filter(reconcile_worthy, Default::default());
 
     let ctx = Arc::new(Context {
+        keys: Default::default(),
         cloudflare: CloudflareClient::new(settings.provider_timeout),
         recorder: Recorder::new(
             client.clone(),

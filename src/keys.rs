@@ -2,6 +2,10 @@
 //! A TurnKey reads its Secret from its own namespace; only a ClusterTurnKey crosses namespaces,
 //! to the one it names.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
@@ -16,6 +20,45 @@ pub struct ResolvedKey {
     pub display: String,
     pub provider: Provider,
     pub secret: SecretValue,
+}
+
+/// How long a resolved key is reused. Minting a thousand credentials with one key then reads the
+/// key and its Secret once rather than a thousand times; a changed token is seen within this.
+const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// The namespace asking (a TurnKey's scope; empty for a ClusterTurnKey) and the reference.
+type CacheKey = (String, crate::api::KeyRef);
+
+/// Keys resolved recently, with when they were read.
+#[derive(Default)]
+pub struct KeyCache {
+    entries: Mutex<HashMap<CacheKey, (Instant, Arc<ResolvedKey>)>>,
+}
+
+impl KeyCache {
+    /// The key for `tc`, from the cache while it is fresh, else from the API server. Failures
+    /// are never cached.
+    pub async fn resolve(&self, client: &Client, tc: &TurnCredential) -> Result<Arc<ResolvedKey>> {
+        let scope = match tc.spec.key_ref.kind {
+            KeyKind::TurnKey => tc.metadata.namespace.clone().unwrap_or_default(),
+            KeyKind::ClusterTurnKey => String::new(),
+        };
+        let cache_key = (scope, tc.spec.key_ref.clone());
+        let now = Instant::now();
+        {
+            let mut entries = self.entries.lock().expect("the key cache lock is never poisoned");
+            entries.retain(|_, (at, _)| now.duration_since(*at) < KEY_CACHE_TTL);
+            if let Some((_, key)) = entries.get(&cache_key) {
+                return Ok(key.clone());
+            }
+        }
+        let key = Arc::new(resolve(client, tc).await?);
+        self.entries
+            .lock()
+            .expect("the key cache lock is never poisoned")
+            .insert(cache_key, (now, key.clone()));
+        Ok(key)
+    }
 }
 
 pub async fn resolve(client: &Client, tc: &TurnCredential) -> Result<ResolvedKey> {

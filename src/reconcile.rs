@@ -184,7 +184,7 @@ async fn sync_secret(
     let (credential, minted) = match fresh {
         Some(credential) => (credential, false),
         None => {
-            let key = keys::resolve(&ctx.client, tc).await?;
+            let key = ctx.keys.resolve(&ctx.client, tc).await?;
             (
                 provider::mint(tc, &key, &ctx.cloudflare, &ctx.metrics, now).await?,
                 true,

@@ -97,6 +97,7 @@ impl MockApi {
         });
         let client = Client::new(service, "default");
         Arc::new(Context {
+            keys: Default::default(),
             cloudflare: CloudflareClient::new(Duration::from_secs(5)),
             recorder: Recorder::new(
                 client.clone(),
@@ -542,4 +543,28 @@ async fn reconciling_an_up_to_date_credential_again_writes_nothing() {
 
     let after = api.requests().iter().filter(|r| r.method != Method::GET).count();
     assert_eq!(after, writes, "a second reconcile wrote again");
+}
+
+#[tokio::test]
+async fn credentials_minted_together_read_their_key_once() {
+    let api = MockApi::default();
+    shared_secret_key(&api);
+    let ctx = api.context();
+    for name in ["a", "b", "c"] {
+        let mut tc = turn_credential(name);
+        tc.metadata.uid = Some(format!("uid-{name}"));
+        api.put(
+            &format!("/apis/toma.dev/v1alpha1/namespaces/app/turncredentials/{name}"),
+            &tc,
+        );
+        reconcile(Arc::new(tc), ctx.clone()).await.unwrap();
+    }
+
+    let key_reads = api
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/clusterturnkeys/cloudflare"))
+        .count();
+    assert_eq!(key_reads, 1);
+    assert_eq!(api.writes_to(SECRETS).len(), 3);
 }
