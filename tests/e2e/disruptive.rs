@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::harness::{Env, TOKEN, eventually, kubectl, text};
+use crate::harness::{Env, TOKEN, eventually, kubectl};
 
 /// Stops the test control plane's apiserver for `seconds`, then brings it back.
 fn restart_apiserver(seconds: u64) {
@@ -31,29 +31,9 @@ async fn an_api_server_outage_is_ridden_out_and_rotation_resumes() {
     restart_apiserver(15);
     let back = Timestamp::now();
 
-    let api = env.credentials();
-    let secrets = env.secrets();
-    let rotations_after_outage = api.get("web").await.unwrap().status.unwrap().rotations;
-    eventually(Duration::from_secs(40), || async {
-        api.get("web")
-            .await
-            .unwrap()
-            .status
-            .is_some_and(|s| s.rotations >= rotations_after_outage + 2)
-    })
-    .await;
-    let secret = secrets.get("web").await.unwrap();
-    let expires_at: Timestamp = text(&secret, "expiresAt").parse().unwrap();
-    assert!(
-        expires_at > Timestamp::now(),
-        "the Secret holds an expired credential"
-    );
-    assert!(
-        env.fake
-            .mints()
-            .iter()
-            .any(|m| m.username == text(&secret, "username"))
-    );
+    env.wait_for_more_rotations("web", 2, Duration::from_secs(40))
+        .await;
+    env.assert_secret_holds_a_live_issued_credential("web").await;
 
     // The watch is back: a forced rotation is acted on at once.
     let before = env.fake.mints().len();

@@ -236,16 +236,5 @@ async fn toma_killed_mid_rotation_loses_no_secret_and_mints_at_most_once_more_pe
         "{mints} mints for {} rotations and {kills} kills",
         status.rotations
     );
-    let secret = secrets.get("web").await.unwrap();
-    let expires_at: Timestamp = text(&secret, "expiresAt").parse().unwrap();
-    assert!(
-        expires_at > Timestamp::now(),
-        "the Secret holds an expired credential"
-    );
-    assert!(
-        env.fake
-            .mints()
-            .iter()
-            .any(|m| m.username == text(&secret, "username"))
-    );
+    env.assert_secret_holds_a_live_issued_credential("web").await;
 }

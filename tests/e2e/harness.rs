@@ -338,3 +338,35 @@ impl Toma {
         self.child.wait().unwrap()
     }
 }
+
+impl Env {
+    /// Waits until the TurnCredential has been rotated `more` times beyond what its status
+    /// says now.
+    pub async fn wait_for_more_rotations(&self, name: &str, more: i64, limit: Duration) {
+        let api = self.credentials();
+        let now = api.get(name).await.unwrap().status.map_or(0, |s| s.rotations);
+        eventually(limit, || async {
+            api.get(name)
+                .await
+                .unwrap()
+                .status
+                .is_some_and(|s| s.rotations >= now + more)
+        })
+        .await;
+    }
+
+    /// Asserts that the Secret holds an unexpired credential that the provider issued.
+    pub async fn assert_secret_holds_a_live_issued_credential(&self, name: &str) {
+        let secret = self.secrets().get(name).await.unwrap();
+        let expires_at: jiff::Timestamp = text(&secret, "expiresAt").parse().unwrap();
+        assert!(
+            expires_at > jiff::Timestamp::now(),
+            "the Secret holds an expired credential"
+        );
+        let username = text(&secret, "username");
+        assert!(
+            self.fake.mints().iter().any(|m| m.username == username),
+            "the provider never issued {username}"
+        );
+    }
+}

@@ -344,15 +344,8 @@ async fn with_two_replicas_one_leads_and_the_other_takes_over_when_it_dies() {
     // The lease lapses within 15 s; then the standby leads and keeps rotating.
     eventually(Duration::from_secs(40), || second.is_ready()).await;
     let api = env.credentials();
-    let rotations_at_takeover = api.get("web").await.unwrap().status.unwrap().rotations;
-    eventually(Duration::from_secs(40), || async {
-        api.get("web")
-            .await
-            .unwrap()
-            .status
-            .is_some_and(|s| s.rotations >= rotations_at_takeover + 2)
-    })
-    .await;
+    env.wait_for_more_rotations("web", 2, Duration::from_secs(40))
+        .await;
 
     // Never two writers: every rotation was one mint, spaced as one writer spaces them.
     let mints = env.fake.mints();
