@@ -23,6 +23,10 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 pub enum ProviderError {
     #[error("the provider refused the API token (HTTP {status}); check the token in the key's Secret")]
     Unauthorized { status: u16 },
+    #[error(
+        "the API token holds characters an HTTP header cannot carry; check the token in the key's Secret"
+    )]
+    MalformedToken,
     #[error("the provider blocked the request as a bot (HTTP 403, error code 1010)")]
     BotBlocked,
     #[error("the provider does not know TURN key ID {key_id} (HTTP 404); check spec.cloudflare.keyId")]
@@ -168,7 +172,10 @@ impl CloudflareClient {
         let response = self
             .http
             .post(url)
-            .header(header::AUTHORIZATION, token.bearer_header())
+            .header(
+                header::AUTHORIZATION,
+                token.bearer_header().ok_or(ProviderError::MalformedToken)?,
+            )
             .json(&GenerateRequest {
                 ttl: ttl_seconds,
                 custom_identifier,
@@ -204,7 +211,10 @@ impl CloudflareClient {
         let response = self
             .http
             .post(url)
-            .header(header::AUTHORIZATION, token.bearer_header())
+            .header(
+                header::AUTHORIZATION,
+                token.bearer_header().ok_or(ProviderError::MalformedToken)?,
+            )
             .send()
             .await
             .map_err(transport_error)?;

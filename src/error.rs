@@ -68,7 +68,9 @@ impl Error {
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::SecretConflict { .. } => "SecretConflict",
             Error::Provider { source, .. } => match source {
-                ProviderError::Unauthorized { .. } | ProviderError::BotBlocked => "Unauthorized",
+                ProviderError::Unauthorized { .. }
+                | ProviderError::BotBlocked
+                | ProviderError::MalformedToken => "Unauthorized",
                 ProviderError::UnknownKey { .. } => "KeyNotFound",
                 ProviderError::RateLimited { .. } => "RateLimited",
                 ProviderError::MalformedAnswer(_) => "InvalidResponse",
@@ -78,6 +80,23 @@ impl Error {
                 | ProviderError::Unreachable(_) => "ProviderError",
             },
             Error::Kube { .. } => "KubernetesError",
+        }
+    }
+
+    /// Whether trying again later may succeed with nothing changed: an outage, a rate limit or
+    /// a Kubernetes API error, as opposed to a wrong key, token or spec.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Kube { .. } => true,
+            Error::Provider { source, .. } => matches!(
+                source,
+                ProviderError::RateLimited { .. }
+                    | ProviderError::ServerError { .. }
+                    | ProviderError::Timeout
+                    | ProviderError::Unreachable(_)
+                    | ProviderError::Rejected { .. }
+            ),
+            _ => false,
         }
     }
 
@@ -109,5 +128,18 @@ mod tests {
             error.to_string(),
             "failed to get ClusterTurnKey cf: clusterturnkeys.toma.dev \"cf\" is forbidden: User \"x\" cannot get resource (HTTP 403 Forbidden)"
         );
+    }
+
+    #[test]
+    fn only_outages_and_rate_limits_are_worth_retrying_unchanged() {
+        let provider = |source| Error::Provider {
+            key: "k".into(),
+            source,
+        };
+        assert!(provider(ProviderError::ServerError { status: 503 }).is_transient());
+        assert!(provider(ProviderError::RateLimited { retry_after: None }).is_transient());
+        assert!(!provider(ProviderError::Unauthorized { status: 401 }).is_transient());
+        assert!(!provider(ProviderError::UnknownKey { key_id: "k".into() }).is_transient());
+        assert!(!Error::InvalidSpec("x".into()).is_transient());
     }
 }

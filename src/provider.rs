@@ -95,5 +95,7 @@ fn status_label(error: &ProviderError) -> String {
         ProviderError::Unreachable(_) => "unreachable".into(),
         // A malformed answer came with a success status.
         ProviderError::MalformedAnswer(_) => "malformed".into(),
+        // The token could not be put in a header, so nothing was sent.
+        ProviderError::MalformedToken => "not-sent".into(),
     }
 }

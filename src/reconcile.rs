@@ -284,11 +284,7 @@ async fn cleanup(tc: &TurnCredential, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
     if let Err(error) = revoke(tc, ctx).await {
-        let retryable = matches!(
-            error.reason(),
-            "RateLimited" | "ProviderError" | "KubernetesError"
-        );
-        if retryable {
+        if error.is_transient() {
             warn!(%error, "revoking the credential failed; will retry");
             publish(ctx, tc, EventType::Warning, "RevokeFailed", error.to_string()).await;
             return Ok(Action::requeue(

@@ -16,14 +16,14 @@ impl SecretValue {
         &self.0
     }
 
-    /// `Bearer <token>`, with surrounding white space (a trailing newline from `echo`) removed
-    /// and marked sensitive so HTTP tooling does not record it.
-    pub fn bearer_header(&self) -> reqwest::header::HeaderValue {
-        let token = String::from_utf8_lossy(&self.0);
-        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
-            .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("Bearer invalid-token-characters"));
+    /// `Bearer <token>`, marked sensitive so HTTP tooling does not record it; None when the
+    /// token holds bytes an HTTP header cannot carry. (White space around a value is dropped
+    /// when it is read from its Secret, in `keys`.)
+    pub fn bearer_header(&self) -> Option<reqwest::header::HeaderValue> {
+        let mut value =
+            reqwest::header::HeaderValue::from_bytes(&[b"Bearer ", self.0.as_slice()].concat()).ok()?;
         value.set_sensitive(true);
-        value
+        Some(value)
     }
 }
 
@@ -44,9 +44,14 @@ mod tests {
     }
 
     #[test]
-    fn bearer_header_trims_a_trailing_newline() {
-        let value = SecretValue::new(b"tok-123\n".to_vec());
-        assert_eq!(value.bearer_header().to_str().unwrap(), "Bearer tok-123");
-        assert!(value.bearer_header().is_sensitive());
+    fn bearer_header_carries_the_token_and_is_sensitive() {
+        let header = SecretValue::new(b"tok-123".to_vec()).bearer_header().unwrap();
+        assert_eq!(header.to_str().unwrap(), "Bearer tok-123");
+        assert!(header.is_sensitive());
+    }
+
+    #[test]
+    fn a_token_that_cannot_be_a_header_gives_no_header() {
+        assert!(SecretValue::new(b"tok\n123".to_vec()).bearer_header().is_none());
     }
 }
