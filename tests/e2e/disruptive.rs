@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::harness::{Env, TOKEN, eventually, kubectl};
+use crate::harness::{Env, SHORT_LIVED, TOKEN, eventually, kubectl};
 
 /// Stops the test control plane's apiserver for `seconds`, then brings it back.
 fn restart_apiserver(seconds: u64) {
@@ -23,8 +23,7 @@ fn restart_apiserver(seconds: u64) {
 async fn an_api_server_outage_is_ridden_out_and_rotation_resumes() {
     let env = Env::start("outage").await;
     env.apply_cloudflare_key(TOKEN);
-    // Renewed 10 s after each mint; valid for 60 s.
-    env.apply_credential("web", "  ttlSeconds: 60\n  renewBeforeSeconds: 50");
+    env.apply_credential("web", SHORT_LIVED);
     env.wait_for_reason("web", "Issued").await;
 
     // Longer than a rotation period: one renewal falls inside the outage.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use fake_cloudflare::Fault;
 use jiff::Timestamp;
 
-use crate::harness::{Env, TOKEN, kubectl, ready, text};
+use crate::harness::{Env, SHORT_LIVED, TOKEN, kubectl, ready, text};
 
 /// Provider requests time out after this long in these tests.
 const PROVIDER_TIMEOUT: &str = "2";
@@ -156,7 +156,7 @@ async fn a_credential_near_expiry_is_retried_more_often_while_the_provider_fails
     env.toma = Some(toma);
     env.apply_cloudflare_key(TOKEN);
     // Renewal is due 10 s after each mint, with 50 s of validity left.
-    env.apply_credential("web", "  ttlSeconds: 60\n  renewBeforeSeconds: 50");
+    env.apply_credential("web", SHORT_LIVED);
     let issued = env.wait_for_reason("web", "Issued").await;
     let expires_at = issued.status.unwrap().expires_at.unwrap().0;
     env.fake.set_fault(Fault::ServerError { status: 500 });
@@ -198,7 +198,7 @@ async fn a_credential_near_expiry_is_retried_more_often_while_the_provider_fails
 async fn toma_killed_mid_rotation_loses_no_secret_and_mints_at_most_once_more_per_kill() {
     let mut env = Env::start("kill").await;
     env.apply_cloudflare_key(TOKEN);
-    env.apply_credential("web", "  ttlSeconds: 60\n  renewBeforeSeconds: 50");
+    env.apply_credential("web", SHORT_LIVED);
     env.wait_for_reason("web", "Issued").await;
 
     let secrets = env.secrets();

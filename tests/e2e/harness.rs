@@ -119,6 +119,32 @@ fn delete_namespace(namespace: &str) {
     let _ = kubectl(&["delete", "namespace", namespace, "--wait=false"], None);
 }
 
+/// A ClusterTurnKey named `namespace` for the fake Cloudflare at `base_url`, with its token in a
+/// Secret `cloudflare-turn` in `namespace`.
+pub fn apply_cloudflare_key(namespace: &str, token: &str, base_url: &str) {
+    apply(&format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: cloudflare-turn, namespace: {namespace}}}
+stringData: {{api-token: "{token}"}}
+---
+apiVersion: toma.dev/v1alpha1
+kind: ClusterTurnKey
+metadata: {{name: {namespace}}}
+spec:
+  cloudflare:
+    keyId: {KEY_ID}
+    apiTokenSecretRef: {{name: cloudflare-turn, key: api-token, namespace: {namespace}}}
+    baseUrl: {base_url}
+"#
+    ));
+}
+
+/// A credential renewed about 10 s after each mint (valid 60 s, renewed 50 s before expiry,
+/// less up to 2.5 s of jitter).
+pub const SHORT_LIVED: &str = "  ttlSeconds: 60\n  renewBeforeSeconds: 50";
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -207,25 +233,7 @@ impl Env {
 
     /// A ClusterTurnKey named after the namespace, its token Secret in the namespace.
     pub fn apply_cloudflare_key(&self, token: &str) {
-        let ns = &self.namespace;
-        let base_url = self.fake.base_url();
-        apply(&format!(
-            r#"
-apiVersion: v1
-kind: Secret
-metadata: {{name: cloudflare-turn, namespace: {ns}}}
-stringData: {{api-token: "{token}"}}
----
-apiVersion: toma.dev/v1alpha1
-kind: ClusterTurnKey
-metadata: {{name: {ns}}}
-spec:
-  cloudflare:
-    keyId: {KEY_ID}
-    apiTokenSecretRef: {{name: cloudflare-turn, key: api-token, namespace: {ns}}}
-    baseUrl: {base_url}
-"#
-        ));
+        apply_cloudflare_key(&self.namespace, token, &self.fake.base_url());
     }
 
     /// A TurnCredential `name` using this test's ClusterTurnKey, with extra spec lines.

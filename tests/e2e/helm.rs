@@ -18,7 +18,7 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use toma::api::TurnCredential;
 
-use crate::harness::{KEY_ID, TOKEN, apply, eventually, kubectl, ready};
+use crate::harness::{self, KEY_ID, TOKEN, apply, eventually, kubectl, ready};
 
 const KUBE_VERSION: &str = "1.37.2";
 
@@ -1010,25 +1010,8 @@ async fn chart_rbac_is_enough_for_the_whole_happy_path_and_no_more() {
         .await
         .unwrap();
     fake.add_key(KEY_ID, TOKEN);
-    let base_url = fake.base_url();
     // The token Secret lives in toma's namespace, as in the documented install.
-    apply(&format!(
-        r#"
-apiVersion: v1
-kind: Secret
-metadata: {{name: cloudflare-turn, namespace: {ns}}}
-stringData: {{api-token: "{TOKEN}"}}
----
-apiVersion: toma.dev/v1alpha1
-kind: ClusterTurnKey
-metadata: {{name: {ns}}}
-spec:
-  cloudflare:
-    keyId: {KEY_ID}
-    apiTokenSecretRef: {{name: cloudflare-turn, key: api-token, namespace: {ns}}}
-    baseUrl: {base_url}
-"#
-    ));
+    harness::apply_cloudflare_key(&ns, TOKEN, &fake.base_url());
     let _key = ClusterTurnKeyGuard(ns.clone());
 
     let kubeconfig = service_account_kubeconfig(&release);

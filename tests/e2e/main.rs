@@ -11,7 +11,7 @@ mod invalid;
 
 use std::time::Duration;
 
-use harness::{Env, TOKEN, apply, eventually, kubectl, ready, text};
+use harness::{Env, SHORT_LIVED, TOKEN, apply, eventually, kubectl, ready, text};
 use k8s_openapi::ByteString;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -82,8 +82,7 @@ async fn applied_credential_produces_the_documented_secret_and_status() {
 async fn short_lived_credential_rotates_on_time_with_one_mint_per_rotation() {
     let env = Env::start("rotate").await;
     env.apply_cloudflare_key(TOKEN);
-    // Renewed 10 s after each mint (less up to 2.5 s of jitter).
-    env.apply_credential("web", "  ttlSeconds: 60\n  renewBeforeSeconds: 50");
+    env.apply_credential("web", SHORT_LIVED);
 
     let api = env.credentials();
     eventually(Duration::from_secs(60), || async {
@@ -331,8 +330,7 @@ async fn with_two_replicas_one_leads_and_the_other_takes_over_when_it_dies() {
     let first = env.spawn_toma(&lease);
     first.wait_ready().await;
     let second = env.spawn_toma(&lease);
-    // Renewed about 10 s after each mint.
-    env.apply_credential("web", "  ttlSeconds: 60\n  renewBeforeSeconds: 50");
+    env.apply_credential("web", SHORT_LIVED);
     env.wait_for_reason("web", "Issued").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
