@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
@@ -19,6 +19,8 @@ use tracing::{info, warn};
 use crate::api::TurnCredential;
 use crate::cloudflare::CloudflareClient;
 use crate::context::Context;
+use crate::echoes::Echoes;
+use crate::events;
 use crate::metrics::{CredentialLabels, Metrics};
 use crate::reconcile::{error_policy, reconcile};
 use crate::secret::{MANAGED_BY, MANAGED_BY_LABEL};
@@ -41,6 +43,8 @@ struct WatchBackoff {
 
 const FIRST_REWATCH: Duration = Duration::from_millis(500);
 const MAX_REWATCH: Duration = Duration::from_secs(5);
+/// How long a stopping toma waits for queued Events to be written.
+const EVENT_FLUSH: Duration = Duration::from_secs(3);
 
 fn watch_backoff() -> WatchBackoff {
     WatchBackoff { next: FIRST_REWATCH }
@@ -70,6 +74,28 @@ fn reconcile_worthy(tc: &TurnCredential) -> Option<u64> {
     tc.metadata.annotations.hash(&mut hasher);
     tc.metadata.deletion_timestamp.is_some().hash(&mut hasher);
     Some(hasher.finish())
+}
+
+/// Changes to toma's Secrets that call for a reconcile of their TurnCredential: all but the
+/// echoes of toma's own writes. Secrets are watched metadata-only and only when labelled as
+/// toma's: their contents never stream into toma, and other Secrets cost nothing.
+fn secret_changes(
+    secrets: Api<PartialObjectMeta<Secret>>,
+    echoes: Arc<Echoes>,
+) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> {
+    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    watcher(secrets, owned).try_filter_map(move |event| {
+        let changed = match event {
+            watcher::Event::Apply(secret) if !echoes.is_change(&secret) => None,
+            watcher::Event::Apply(secret) | watcher::Event::InitApply(secret) => Some(secret),
+            watcher::Event::Delete(secret) => {
+                echoes.forget(&secret);
+                Some(secret)
+            }
+            watcher::Event::Init | watcher::Event::InitDone => None,
+        };
+        std::future::ready(Ok(changed))
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,24 +140,24 @@ pub async fn run(
         .applied_objects()
         .predicate_filter(reconcile_worthy, Default::default());
 
+    let reporter = Reporter {
+        controller: "toma".into(),
+        instance: settings.instance.clone(),
+    };
+    let (events, event_writer) = events::start(Recorder::new(client.clone(), reporter));
+    let (echoes, woken_by_secret_changes) = Echoes::new();
+    let echoes = Arc::new(echoes);
     let ctx = Arc::new(Context {
         keys: Default::default(),
+        echoes: echoes.clone(),
         cloudflare: CloudflareClient::new(settings.provider_timeout),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "toma".into(),
-                instance: settings.instance.clone(),
-            },
-        ),
+        events,
         metrics: metrics.clone(),
         client,
     });
-    // Secrets are watched metadata-only and only when labelled as toma's: their contents never
-    // stream into toma, and other Secrets cost nothing.
-    let owned_secrets = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
     Controller::for_stream(trigger, reader)
-        .owns(secrets, owned_secrets)
+        .owns_stream(secret_changes(secrets, echoes))
+        .reconcile_on(woken_by_secret_changes)
         .trigger_backoff(watch_backoff())
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
         .graceful_shutdown_on(shutdown)
@@ -152,6 +178,10 @@ pub async fn run(
             std::future::ready(())
         })
         .await;
+    // The controller, and with it every sender of Events, is gone: write what is still queued.
+    if !event_writer.finish(EVENT_FLUSH).await {
+        warn!("stopped before every queued Event was written");
+    }
     info!("controller stopped");
     Ok(())
 }

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
@@ -199,7 +199,10 @@ async fn sync_secret(
     let rotations = recorded + i64::from(minted);
     let desired = secret::desired_secret(tc, &credential, rotations);
     if existing.is_none_or(|s| !secret::owned_fields_match(s, &desired)) {
-        secrets
+        let write = ctx
+            .echoes
+            .writing(tc, &tc.namespace().unwrap_or_default(), &tc.secret_name());
+        let written = secrets
             .patch(
                 &tc.secret_name(),
                 &PatchParams::apply(FIELD_MANAGER).force(),
@@ -207,6 +210,7 @@ async fn sync_secret(
             )
             .await
             .map_err(Error::kube(format!("apply Secret {}", tc.secret_name())))?;
+        write.done(&written);
     }
     let renewal = renewal_of(&credential);
     Ok(Synced {
@@ -362,16 +366,7 @@ pub(crate) async fn publish(
     reason: &str,
     note: String,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &tc.object_ref(&())).await {
-        warn!(%error, "could not publish an Event");
-    }
+    ctx.events.publish(tc, type_, reason, note).await;
 }
 
 fn credential_labels(tc: &TurnCredential) -> CredentialLabels {

@@ -36,6 +36,7 @@ struct Recorded {
 struct World {
     objects: BTreeMap<String, Value>,
     requests: Vec<Recorded>,
+    event_writers: Vec<crate::events::Writer>,
 }
 
 #[derive(Clone, Default)]
@@ -52,6 +53,18 @@ impl MockApi {
 
     fn requests(&self) -> Vec<Recorded> {
         self.0.lock().unwrap().requests.clone()
+    }
+
+    /// The Events written, once every context handed out is dropped and its Events written.
+    async fn events(&self) -> Vec<Recorded> {
+        let writers = std::mem::take(&mut self.0.lock().unwrap().event_writers);
+        for writer in writers {
+            assert!(
+                writer.finish(Duration::from_secs(5)).await,
+                "Events written once the context is dropped"
+            );
+        }
+        self.writes_to(EVENTS)
     }
 
     fn writes_to(&self, path_prefix: &str) -> Vec<Recorded> {
@@ -96,16 +109,17 @@ impl MockApi {
             }
         });
         let client = Client::new(service, "default");
+        let reporter = Reporter {
+            controller: "toma".into(),
+            instance: None,
+        };
+        let (events, writer) = crate::events::start(Recorder::new(client.clone(), reporter));
+        self.0.lock().unwrap().event_writers.push(writer);
         Arc::new(Context {
             keys: Default::default(),
+            echoes: Arc::new(crate::echoes::Echoes::new().0),
             cloudflare: CloudflareClient::new(Duration::from_secs(5)),
-            recorder: Recorder::new(
-                client.clone(),
-                Reporter {
-                    controller: "toma".into(),
-                    instance: None,
-                },
-            ),
+            events,
             metrics: Arc::new(Metrics::default()),
             client,
         })
@@ -202,7 +216,7 @@ async fn missing_secret_is_created_with_a_fresh_credential() {
     assert_eq!(statuses.len(), 1);
     assert_eq!(status_of(&statuses[0])["conditions"][0]["reason"], "Issued");
     assert_eq!(status_of(&statuses[0])["rotations"], 1);
-    let events = api.writes_to(EVENTS);
+    let events = api.events().await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].body["reason"], "Issued");
     // Renewal at two thirds of a day, give or take the jitter, capped by the hourly resync.
@@ -260,7 +274,7 @@ async fn foreign_secret_is_not_overwritten() {
         status_of(&statuses[0])["conditions"][0]["reason"],
         "SecretConflict"
     );
-    assert_eq!(api.writes_to(EVENTS)[0].body["reason"], "SecretConflict");
+    assert_eq!(api.events().await[0].body["reason"], "SecretConflict");
 }
 
 #[tokio::test]
@@ -283,7 +297,7 @@ async fn tampered_secret_is_repaired_with_a_new_credential() {
     assert_eq!(applied.len(), 1);
     let repaired: Secret = serde_json::from_value(applied[0].body.clone()).unwrap();
     assert!(secret::stored_credential(&repaired).is_some());
-    assert_eq!(api.writes_to(EVENTS)[0].body["reason"], "Rotated");
+    assert_eq!(api.events().await[0].body["reason"], "Rotated");
 }
 
 #[tokio::test]
@@ -350,7 +364,7 @@ async fn repeated_failure_emits_no_second_event() {
 
     let action = run(&api, ctx, after_first).await.unwrap();
 
-    assert_eq!(api.writes_to(EVENTS).len(), 1, "one Event per transition");
+    assert_eq!(api.events().await.len(), 1, "one Event per transition");
     assert_eq!(status_of(&api.writes_to(CREDENTIAL_STATUS)[1])["failures"], 2);
     assert_eq!(
         action,
@@ -537,12 +551,19 @@ async fn reconciling_an_up_to_date_credential_again_writes_nothing() {
         api.0.lock().unwrap().objects["/apis/toma.dev/v1alpha1/namespaces/app/turncredentials/web"].clone(),
     )
     .unwrap();
-    let writes = api.requests().iter().filter(|r| r.method != Method::GET).count();
+    // Events are written in the background; they are counted once both reconciles are done.
+    let writes = |api: &MockApi| {
+        api.requests()
+            .iter()
+            .filter(|r| r.method != Method::GET && !r.path.starts_with(EVENTS))
+            .count()
+    };
+    let before = writes(&api);
 
     run(&api, ctx, stored).await.unwrap();
 
-    let after = api.requests().iter().filter(|r| r.method != Method::GET).count();
-    assert_eq!(after, writes, "a second reconcile wrote again");
+    assert_eq!(writes(&api), before, "a second reconcile wrote again");
+    assert_eq!(api.events().await.len(), 1, "the Issued Event only");
 }
 
 #[tokio::test]
