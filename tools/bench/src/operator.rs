@@ -22,6 +22,9 @@ pub struct Run {
     pub seconds_to_ready: f64,
     /// How long the bench client took to create the N TurnCredentials.
     pub seconds_creating: f64,
+    /// From the first create until the API server had taken N Event writes (toma writes its
+    /// Events in the background); None if that did not happen within the settle period.
+    pub seconds_to_events: Option<f64>,
     pub mints: usize,
     pub mints_per_credential: f64,
     /// API server requests from the first create until the end of the settle period, the
@@ -133,7 +136,8 @@ async fn measure(bench: &Bench, namespace: &str, n: usize, concurrency: u16) -> 
     let reconciles_at_ready = toma.metrics().await?.reconciles;
     drop(tracker);
 
-    tokio::time::sleep(bench.settle).await;
+    let events = events_written(client, &api_before, n, done + bench.settle).await?;
+    tokio::time::sleep_until((done + bench.settle).into()).await;
     let memory = toma.memory()?;
     let cpu_with_settle = toma.cpu_seconds()? - cpu_before;
     let api = apiserver::scrape(client).await?.since(&api_before, n as u64);
@@ -149,6 +153,7 @@ async fn measure(bench: &Bench, namespace: &str, n: usize, concurrency: u16) -> 
         concurrency,
         seconds_to_ready: (done - started).as_secs_f64(),
         seconds_creating: (created - started).as_secs_f64(),
+        seconds_to_events: events.map(|t| (t - started).as_secs_f64()),
         mints,
         mints_per_credential: mints as f64 / n as f64,
         api_writes_per_credential: api.writes() as f64 / n as f64,
@@ -168,6 +173,25 @@ async fn measure(bench: &Bench, namespace: &str, n: usize, concurrency: u16) -> 
         restart,
         idle,
     })
+}
+
+/// When the API server had taken `n` Event writes since `before`, looked at every 100 ms
+/// until `deadline`.
+async fn events_written(
+    client: &Client,
+    before: &apiserver::Requests,
+    n: usize,
+    deadline: Instant,
+) -> Result<Option<Instant>> {
+    loop {
+        if apiserver::scrape(client).await?.since(before, 0).event_writes >= n as u64 {
+            return Ok(Some(Instant::now()));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Creates `tc-00000` … with `parallelism` requests in flight; returns when the last create

@@ -76,6 +76,11 @@ impl Results {
             "1.00".into(),
         );
         row(
+            "  all Events written (s)",
+            &|r| r.seconds_to_events.map_or("-".into(), |s| format!("{s:.2}")),
+            dash(),
+        );
+        row(
             "  creates alone took (s)",
             &|r| format!("{:.2}", r.seconds_creating),
             dash(),
