@@ -14,8 +14,10 @@ use tracing::warn;
 
 use crate::api::TurnCredential;
 
-/// Events waiting to be written before a reconcile waits for room.
-const QUEUE_LENGTH: usize = 1024;
+/// Events waiting to be written before a reconcile waits for room: enough for a burst of a few
+/// thousand new credentials (a few MiB at most), so that the Events trail the Secrets rather
+/// than hold them back.
+const QUEUE_LENGTH: usize = 8192;
 
 /// Where reconciles publish Events.
 #[derive(Clone)]
