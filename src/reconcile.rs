@@ -103,7 +103,7 @@ async fn report_success(
             tc.secret_name(),
             synced.credential.expires_at
         );
-        publish(ctx, tc, EventType::Normal, reason, note).await;
+        ctx.events.publish(tc, EventType::Normal, reason, note).await;
         if synced.replaced {
             rollout::restart_targets(tc, ctx, now).await;
         }
@@ -144,7 +144,9 @@ async fn report_failure(
     let failures = u32::try_from(new_status.failures).unwrap_or(u32::MAX);
     patch_status(tc, ctx, new_status).await?;
     if transition {
-        publish(ctx, tc, EventType::Warning, error.reason(), error.to_string()).await;
+        ctx.events
+            .publish(tc, EventType::Warning, error.reason(), error.to_string())
+            .await;
     }
     let expires_at = current.as_ref().map(|c| c.expires_at);
     Ok(Action::requeue(schedule::retry_delay(
@@ -290,20 +292,22 @@ async fn cleanup(tc: &TurnCredential, ctx: &Context) -> Result<Action> {
     if let Err(error) = revoke(tc, ctx).await {
         if error.is_transient() {
             warn!(%error, "revoking the credential failed; will retry");
-            publish(ctx, tc, EventType::Warning, "RevokeFailed", error.to_string()).await;
+            ctx.events
+                .publish(tc, EventType::Warning, "RevokeFailed", error.to_string())
+                .await;
             return Ok(Action::requeue(
                 error.retry_after().unwrap_or(Duration::from_secs(10)),
             ));
         }
         warn!(%error, "cannot revoke the credential; deleting without revoking");
-        publish(
-            ctx,
-            tc,
-            EventType::Warning,
-            "RevokeSkipped",
-            format!("not revoked: {error}"),
-        )
-        .await;
+        ctx.events
+            .publish(
+                tc,
+                EventType::Warning,
+                "RevokeSkipped",
+                format!("not revoked: {error}"),
+            )
+            .await;
     }
     let finalizers = tc
         .finalizers()
@@ -347,26 +351,16 @@ async fn revoke(tc: &TurnCredential, ctx: &Context) -> Result<()> {
                 key: key.display.clone(),
                 source,
             })?;
-        publish(
-            ctx,
-            tc,
-            EventType::Normal,
-            "Revoked",
-            "revoked the credential at Cloudflare".into(),
-        )
-        .await;
+        ctx.events
+            .publish(
+                tc,
+                EventType::Normal,
+                "Revoked",
+                "revoked the credential at Cloudflare".into(),
+            )
+            .await;
     }
     Ok(())
-}
-
-pub(crate) async fn publish(
-    ctx: &Context,
-    tc: &TurnCredential,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    ctx.events.publish(tc, type_, reason, note).await;
 }
 
 fn credential_labels(tc: &TurnCredential) -> CredentialLabels {

@@ -41,7 +41,9 @@ pub async fn restart_targets(tc: &TurnCredential, ctx: &Context, now: Timestamp)
         if let Err(error) = result {
             warn!(kind = ?target.kind, target = target.name, %error, "rollout restart failed");
             let note = format!("could not restart {:?} {}: {error}", target.kind, target.name);
-            crate::reconcile::publish(ctx, tc, EventType::Warning, "RolloutRestartFailed", note).await;
+            ctx.events
+                .publish(tc, EventType::Warning, "RolloutRestartFailed", note)
+                .await;
         }
     }
 }
