@@ -15,7 +15,7 @@ use crate::secret_value::SecretValue;
 
 pub const DEFAULT_BASE_URL: &str = "https://rtc.live.cloudflare.com";
 /// Cloudflare's edge answers requests without a User-Agent with 403 `error code: 1010`.
-const USER_AGENT: &str = concat!("toma/", env!("CARGO_PKG_VERSION"));
+pub const USER_AGENT: &str = concat!("toma/", env!("CARGO_PKG_VERSION"));
 /// The longest Retry-After toma will wait for.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 

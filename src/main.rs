@@ -95,7 +95,7 @@ async fn main() -> ExitCode {
 async fn run(args: RunArgs) -> ExitCode {
     init_logging(args.log_format);
     toma::install_crypto_provider();
-    let client = match kube::Client::try_default().await {
+    let client = match kube_client().await {
         Ok(client) => client,
         Err(error) => {
             error!(%error, "cannot build a Kubernetes client; is KUBECONFIG or the in-cluster config there?");
@@ -180,6 +180,17 @@ async fn run(args: RunArgs) -> ExitCode {
         }
         Ok(()) => ExitCode::SUCCESS,
     }
+}
+
+/// A client from KUBECONFIG or the in-cluster config that names toma in the API server's logs
+/// and audit records (kube sends no User-Agent of its own).
+async fn kube_client() -> Result<kube::Client, Box<dyn std::error::Error>> {
+    let mut config = kube::Config::infer().await?;
+    config.headers.push((
+        ::http::header::USER_AGENT,
+        ::http::HeaderValue::from_static(toma::cloudflare::USER_AGENT),
+    ));
+    Ok(kube::Client::try_from(config)?)
 }
 
 fn default_identity() -> String {
