@@ -14,8 +14,6 @@ use crate::credential::IceServer;
 use crate::secret_value::SecretValue;
 
 pub const DEFAULT_BASE_URL: &str = "https://rtc.live.cloudflare.com";
-/// Cloudflare's edge answers requests without a User-Agent with 403 `error code: 1010`.
-pub const USER_AGENT: &str = concat!("toma/", env!("CARGO_PKG_VERSION"));
 /// The longest Retry-After toma will wait for.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
@@ -148,7 +146,7 @@ impl CloudflareClient {
     pub fn new(request_timeout: Duration) -> CloudflareClient {
         crate::install_crypto_provider();
         let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
+            .user_agent(crate::USER_AGENT)
             .connect_timeout(Duration::from_secs(5).min(request_timeout))
             .timeout(request_timeout)
             .build()

@@ -53,9 +53,9 @@ impl Echoes {
         (echoes, wakes)
     }
 
-    /// Call before `tc` writes its Secret `namespace/name`.
-    pub fn writing(&self, tc: &TurnCredential, namespace: &str, name: &str) -> Write<'_> {
-        let key = (namespace.to_string(), name.to_string());
+    /// Call before `tc` writes its Secret.
+    pub fn writing(&self, tc: &TurnCredential) -> Write<'_> {
+        let key = (tc.namespace().unwrap_or_default(), tc.secret_name());
         self.lock().insert(key.clone(), Pending::Writing(Vec::new()));
         Write {
             echoes: self,
@@ -179,7 +179,7 @@ mod tests {
         let (echoes, wakes) = Echoes::new();
         let mut wakes = Box::pin(wakes);
         let tc = turn_credential("web");
-        echoes.writing(&tc, "app", "web").done(&secret("web", "7"));
+        echoes.writing(&tc).done(&secret("web", "7"));
         assert!(!echoes.is_change(&secret("web", "7")));
         assert!(
             echoes.is_change(&secret("web", "7")),
@@ -194,7 +194,7 @@ mod tests {
         let (echoes, wakes) = Echoes::new();
         let mut wakes = Box::pin(wakes);
         let tc = turn_credential("web");
-        let write = echoes.writing(&tc, "app", "web");
+        let write = echoes.writing(&tc);
         assert!(!echoes.is_change(&secret("web", "7")), "held back");
         write.done(&secret("web", "7"));
         assert!(echoes.is_empty(), "nothing left to expect");
@@ -206,7 +206,7 @@ mod tests {
         let (echoes, wakes) = Echoes::new();
         let mut wakes = Box::pin(wakes);
         let tc = turn_credential("web");
-        let write = echoes.writing(&tc, "app", "web");
+        let write = echoes.writing(&tc);
         assert!(!echoes.is_change(&secret("web", "6")), "held back");
         write.done(&secret("web", "7"));
         assert_eq!(woken(&mut wakes), vec!["web"]);
@@ -218,11 +218,11 @@ mod tests {
         let (echoes, wakes) = Echoes::new();
         let mut wakes = Box::pin(wakes);
         let tc = turn_credential("web");
-        drop(echoes.writing(&tc, "app", "web"));
+        drop(echoes.writing(&tc));
         assert!(woken(&mut wakes).is_empty());
         assert!(echoes.is_empty());
 
-        let write = echoes.writing(&tc, "app", "web");
+        let write = echoes.writing(&tc);
         assert!(!echoes.is_change(&secret("web", "8")));
         drop(write);
         assert_eq!(woken(&mut wakes), vec!["web"]);
@@ -236,7 +236,7 @@ mod tests {
     fn other_versions_and_other_secrets_are_changes() {
         let (echoes, _wakes) = Echoes::new();
         let tc = turn_credential("web");
-        echoes.writing(&tc, "app", "web").done(&secret("web", "7"));
+        echoes.writing(&tc).done(&secret("web", "7"));
         assert!(
             echoes.is_change(&secret("web", "8")),
             "someone else's later write"
@@ -249,8 +249,8 @@ mod tests {
     fn a_newer_write_replaces_the_older_and_a_deletion_forgets() {
         let (echoes, _wakes) = Echoes::new();
         let tc = turn_credential("web");
-        echoes.writing(&tc, "app", "web").done(&secret("web", "7"));
-        echoes.writing(&tc, "app", "web").done(&secret("web", "9"));
+        echoes.writing(&tc).done(&secret("web", "7"));
+        echoes.writing(&tc).done(&secret("web", "9"));
         assert_eq!(echoes.len(), 1);
         assert!(echoes.is_change(&secret("web", "7")));
         echoes.forget(&secret("web", "9"));

@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::warn;
@@ -27,10 +28,7 @@ pub struct Events {
 
 struct Pending {
     event: Event,
-    regarding: k8s_openapi::api::core::v1::ObjectReference,
-    /// For the log line should the write fail.
-    namespace: String,
-    name: String,
+    regarding: ObjectReference,
 }
 
 /// The task that writes queued Events; it ends once every `Events` is dropped and the queue is
@@ -42,7 +40,8 @@ pub fn start(recorder: Recorder) -> (Events, Writer) {
     let writer = tokio::spawn(async move {
         while let Some(item) = pending.recv().await {
             if let Err(error) = recorder.publish(&item.event, &item.regarding).await {
-                warn!(namespace = item.namespace, turncredential = item.name, reason = item.event.reason, %error, "could not publish an Event");
+                let regarding = &item.regarding;
+                warn!(namespace = regarding.namespace, turncredential = regarding.name, reason = item.event.reason, %error, "could not publish an Event");
             }
         }
     });
@@ -60,8 +59,6 @@ impl Events {
                 secondary: None,
             },
             regarding: tc.object_ref(&()),
-            namespace: tc.namespace().unwrap_or_default(),
-            name: tc.name_any(),
         };
         if self.queue.send(pending).await.is_err() {
             warn!(reason, "Event not published: the writer has stopped");

@@ -29,6 +29,10 @@ mod reconcile_tests;
 
 pub use error::{Error, Result};
 
+/// What toma calls itself to the API server and to Cloudflare (whose edge answers requests
+/// without a User-Agent with 403 `error code: 1010`).
+pub const USER_AGENT: &str = concat!("toma/", env!("CARGO_PKG_VERSION"));
+
 /// Picks ring as the TLS crypto provider for the whole process (kube uses it too), once.
 pub fn install_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();

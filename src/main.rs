@@ -188,7 +188,7 @@ async fn kube_client() -> Result<kube::Client, Box<dyn std::error::Error>> {
     let mut config = kube::Config::infer().await?;
     config.headers.push((
         ::http::header::USER_AGENT,
-        ::http::HeaderValue::from_static(toma::cloudflare::USER_AGENT),
+        ::http::HeaderValue::from_static(toma::USER_AGENT),
     ));
     Ok(kube::Client::try_from(config)?)
 }

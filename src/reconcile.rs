@@ -201,9 +201,7 @@ async fn sync_secret(
     let rotations = recorded + i64::from(minted);
     let desired = secret::desired_secret(tc, &credential, rotations);
     if existing.is_none_or(|s| !secret::owned_fields_match(s, &desired)) {
-        let write = ctx
-            .echoes
-            .writing(tc, &tc.namespace().unwrap_or_default(), &tc.secret_name());
+        let write = ctx.echoes.writing(tc);
         let written = secrets
             .patch(
                 &tc.secret_name(),
