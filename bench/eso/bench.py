@@ -700,101 +700,116 @@ def f2(x):
     return "-" if x is None else f"{x:.2f}"
 
 
-def toma_column(t, n):
-    """The same rows from toma-bench's results-N.json (its first --concurrency run)."""
-    r = t["operator"][0]
-    api = r["api"]
-    tw = lambda a: sum(a.get(k, 0) for k in ("secret_writes", "turncredential_writes", "status_writes", "event_writes"))  # noqa: E731
-    per = lambda k: f"{api.get(k, 0) / n:.2f}"  # noqa: E731
-    gets = api.get("secret_gets", 0) + api.get("key_gets", 0) if "secret_gets" in api else api.get("gets")
-    rs, idle = r["restart"], r["idle"]
-    return {
-        "header": f"toma c={r['concurrency']}",
-        "time to all Ready (s)": f2(r["seconds_to_ready"]),
-        "  creates alone took (s)": f2(r["seconds_creating"]),
-        "mints / credential": f"{r['mints_per_credential']:.3f}",
-        "API writes / credential": f2(r["api_writes_per_credential"]),
-        "  Secret": per("secret_writes"),
-        "  status (TC / ES)": per("status_writes"),
-        "  TC / ES beyond the creates": per("turncredential_writes"),
-        "  Event": per("event_writes"),
-        "  generator objects": "-",
-        "  refused (not 2xx)": per("failed_writes"),
-        "API GETs / credential (Secret + key)": "-" if gets is None else f"{gets / n:.2f}",
-        "API LISTs / credential": per("lists"),
-        "reconciles at Ready / after settle": f"{r['reconciles_at_ready']} / {r['reconciles']}",
-        "reconcile errors": str(r["reconcile_errors"]),
-        "mean reconcile (ms)": f"{r['mean_reconcile_ms']:.1f}",
-        "Ready / Secrets": f"{r['outcome']['ready']} / {r['outcome'].get('secrets', '-')}",
-        "minted, in no Secret, not revoked": "-",
-        "peak RSS (MiB)": f"{r['peak_rss_mib']:.1f}",
-        "steady RSS (MiB)": f"{r['steady_rss_mib']:.1f}",
-        "CPU until Ready (s)": f2(r["cpu_seconds"]),
-        "  with settle (s)": f2(r["cpu_seconds_with_settle"]),
-        "apiserver CPU until Ready (s)": f2(r.get("apiserver_cpu_seconds")),
-        "etcd CPU until Ready (s)": f2(r.get("etcd_cpu_seconds")),
-        "restart: SIGTERM to exit (s)": f2(rs["seconds_to_stop"]),
-        "restart: to ready (s)": f2(rs["seconds_to_ready"]),
-        "restart: to N reconciles (s)": f2(rs.get("seconds_to_all_reconciled")),
-        "restart: to steady (s)": f2(rs["seconds_to_steady"]),
-        "restart: reconciles": str(rs["reconciles"]),
-        "restart: mints": str(rs["mints"]),
-        "restart: API writes": str(tw(rs["api"])),
-        "restart: peak RSS (MiB)": f"{rs['peak_rss_mib']:.1f}",
-        "restart: CPU (s)": f2(rs["cpu_seconds"]),
-        "idle: CPU (s)": f"{idle['cpu_seconds']:.3f}",
-        "idle: reconciles": str(idle["reconciles"]),
-        "idle: mints": str(idle["mints"]),
-        "idle: API writes": str(tw(idle["api"])),
-        "idle: RSS (MiB)": f"{idle['rss_mib']:.1f}",
-    }
+# The rows of the table, in order; a column without a row prints "-".
+ROWS = [
+    "time to all Ready (s)",
+    "  creates alone took (s)",
+    "mints / credential",
+    "API writes / credential",
+    "  Secret",
+    "  status (TC / ES)",
+    "  TC / ES beyond the creates",
+    "  Event",
+    "  generator objects",
+    "  refused (not 2xx)",
+    "API GETs / credential (Secret + key)",
+    "API LISTs / credential",
+    "reconciles at Ready / after settle",
+    "reconcile errors",
+    "mean reconcile (ms)",
+    "Ready / Secrets",
+    "minted, in no Secret, not revoked",
+    "peak RSS (MiB)",
+    "steady RSS (MiB)",
+    "CPU until Ready (s)",
+    "  with settle (s)",
+    "apiserver CPU until Ready (s)",
+    "etcd CPU until Ready (s)",
+    "restart: SIGTERM to exit (s)",
+    "restart: to ready (s)",
+    "restart: to N reconciles (s)",
+    "restart: to steady (s)",
+    "restart: reconciles",
+    "restart: mints",
+    "restart: API writes",
+    "restart: peak RSS (MiB)",
+    "restart: CPU (s)",
+    "idle: CPU (s)",
+    "idle: reconciles",
+    "idle: mints",
+    "idle: API writes",
+    "idle: RSS (MiB)",
+]
 
 
-def eso_column(r):
-    n = r["n"]
+def operator_rows(r, n):
+    """The rows toma-bench's and this bench's results spell the same way."""
     api = r["api"]
     per = lambda k: f"{api[k] / n:.2f}"  # noqa: E731
     rs, idle = r["restart"], r["idle"]
     return {
-        "header": f"ESO c={r['concurrency']}" + "".join(
-            " qps=" + a.split("=", 1)[1] for a in r["eso_args"] if a.startswith("--client-qps=")),
         "time to all Ready (s)": f2(r["seconds_to_ready"]),
         "  creates alone took (s)": f2(r["seconds_creating"]),
         "mints / credential": f"{r['mints_per_credential']:.3f}",
         "API writes / credential": f2(r["api_writes_per_credential"]),
         "  Secret": per("secret_writes"),
         "  status (TC / ES)": per("status_writes"),
-        "  TC / ES beyond the creates": per("es_writes"),
         "  Event": per("event_writes"),
-        "  generator objects": per("generator_writes"),
         "  refused (not 2xx)": per("failed_writes"),
-        "API GETs / credential (Secret + key)": f2(r["api_gets_per_credential"]),
         "API LISTs / credential": per("lists"),
         "reconciles at Ready / after settle": f"{r['reconciles_at_ready']} / {r['reconciles']}",
         "reconcile errors": str(r["reconcile_errors"]),
         "mean reconcile (ms)": f"{r['mean_reconcile_ms']:.1f}",
         "Ready / Secrets": f"{r['outcome']['ready']} / {r['outcome']['secrets']}",
-        "minted, in no Secret, not revoked": str(r["outcome"]["orphaned_mints"]),
         "peak RSS (MiB)": f"{r['peak_rss_mib']:.1f}",
         "steady RSS (MiB)": f"{r['steady_rss_mib']:.1f}",
         "CPU until Ready (s)": f2(r["cpu_seconds"]),
         "  with settle (s)": f2(r["cpu_seconds_with_settle"]),
-        "apiserver CPU until Ready (s)": f2(r.get("apiserver_cpu_seconds")),
-        "etcd CPU until Ready (s)": f2(r.get("etcd_cpu_seconds")),
+        "apiserver CPU until Ready (s)": f2(r["apiserver_cpu_seconds"]),
+        "etcd CPU until Ready (s)": f2(r["etcd_cpu_seconds"]),
         "restart: SIGTERM to exit (s)": f2(rs["seconds_to_stop"]),
         "restart: to ready (s)": f2(rs["seconds_to_ready"]),
         "restart: to N reconciles (s)": f2(rs["seconds_to_all_reconciled"]),
         "restart: to steady (s)": f2(rs["seconds_to_steady"]),
         "restart: reconciles": str(rs["reconciles"]),
         "restart: mints": str(rs["mints"]),
-        "restart: API writes": str(rs["api_writes"]),
         "restart: peak RSS (MiB)": f"{rs['peak_rss_mib']:.1f}",
         "restart: CPU (s)": f2(rs["cpu_seconds"]),
         "idle: CPU (s)": f"{idle['cpu_seconds']:.3f}",
         "idle: reconciles": str(idle["reconciles"]),
         "idle: mints": str(idle["mints"]),
-        "idle: API writes": str(idle["api_writes"]),
         "idle: RSS (MiB)": f"{idle['rss_mib']:.1f}",
+    }
+
+
+def toma_column(t, n):
+    """The same rows from toma-bench's results-N.json (its first --concurrency run)."""
+    r = t["operator"][0]
+    api = r["api"]
+    writes = lambda a: sum(a[k] for k in ("secret_writes", "turncredential_writes", "status_writes", "event_writes"))  # noqa: E731
+    return {
+        **operator_rows(r, n),
+        "header": f"toma c={r['concurrency']}",
+        "  TC / ES beyond the creates": f"{api['turncredential_writes'] / n:.2f}",
+        "API GETs / credential (Secret + key)": f"{(api['secret_gets'] + api['key_gets']) / n:.2f}",
+        "restart: API writes": str(writes(r["restart"]["api"])),
+        "idle: API writes": str(writes(r["idle"]["api"])),
+    }
+
+
+def eso_column(r):
+    n = r["n"]
+    api = r["api"]
+    return {
+        **operator_rows(r, n),
+        "header": f"ESO c={r['concurrency']}" + "".join(
+            " qps=" + a.split("=", 1)[1] for a in r["eso_args"] if a.startswith("--client-qps=")),
+        "  TC / ES beyond the creates": f"{api['es_writes'] / n:.2f}",
+        "  generator objects": f"{api['generator_writes'] / n:.2f}",
+        "API GETs / credential (Secret + key)": f2(r["api_gets_per_credential"]),
+        "minted, in no Secret, not revoked": str(r["outcome"]["orphaned_mints"]),
+        "restart: API writes": str(r["restart"]["api_writes"]),
+        "idle: API writes": str(r["idle"]["api_writes"]),
     }
 
 
@@ -833,7 +848,7 @@ def table(args):
     columns.extend(eso_columns)
     if args.toma and args.floor:
         columns.append(floor_column(toma, n))
-    labels = [k for k in eso_columns[0] if k != "header"]
+    labels = ROWS
     idle_s = runs[0]["idle"]["seconds"]
     label_width = max(len(k) for k in labels)
     width = max(9, *(len(v) for c in columns for v in c.values()))
