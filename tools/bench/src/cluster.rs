@@ -13,6 +13,7 @@ use toma::api::{
     CloudflareProvider, ClusterTurnKey, ClusterTurnKeySpec, KeyKind, KeyRef, SecretKeyRef, TurnCredential,
     TurnCredentialSpec,
 };
+use toma::secret::{MANAGED_BY, MANAGED_BY_LABEL};
 
 use crate::Result;
 
@@ -66,17 +67,21 @@ async fn delete_namespace(client: &Client, name: &str, limit: Duration) -> Resul
     let started = Instant::now();
     // Finalizers with no toma to honour them would keep the namespace terminating forever.
     let credentials: Api<TurnCredential> = Api::namespaced(client.clone(), name);
-    for tc in list_all(&credentials).await.unwrap_or_default() {
+    for tc in list_all(&credentials).await? {
         if !tc.finalizers().is_empty() {
             let clear = json!({"metadata": {"finalizers": null}});
-            let _ = credentials
-                .patch(&tc.name_any(), &PatchParams::default(), &Patch::Merge(&clear))
-                .await;
+            unless_gone(
+                credentials
+                    .patch(&tc.name_any(), &PatchParams::default(), &Patch::Merge(&clear))
+                    .await,
+            )?;
         }
     }
-    let _ = Api::<ClusterTurnKey>::all(client.clone())
-        .delete(name, &DeleteParams::default())
-        .await;
+    unless_gone(
+        Api::<ClusterTurnKey>::all(client.clone())
+            .delete(name, &DeleteParams::default())
+            .await,
+    )?;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     if namespaces.get_opt(name).await?.is_some() {
         let _ = namespaces.delete(name, &DeleteParams::default()).await;
@@ -89,6 +94,14 @@ async fn delete_namespace(client: &Client, name: &str, limit: Duration) -> Resul
     }
     crate::apiserver::quiesce(client, limit.min(Duration::from_secs(120))).await?;
     Ok(started.elapsed())
+}
+
+/// Ok when the object was not there (HTTP 404).
+fn unless_gone<T>(result: kube::Result<T>) -> Result<()> {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        other => other.map(drop).map_err(Into::into),
+    }
 }
 
 /// Every object, read in pages of 500 so that a long list does not time out.
@@ -139,29 +152,20 @@ pub async fn create_key(client: &Client, namespace: &str, base_url: &str) -> Res
     );
     let keys: Api<ClusterTurnKey> = Api::all(client.clone());
     // A leftover of an interrupted run with this name goes first.
-    let _ = keys.delete(namespace, &DeleteParams::default()).await;
+    unless_gone(keys.delete(namespace, &DeleteParams::default()).await)?;
     keys.create(&PostParams::default(), &key).await?;
     Ok(())
 }
 
 /// The `i`-th TurnCredential of a run, using the namespace's ClusterTurnKey.
 pub fn credential(namespace: &str, i: usize) -> TurnCredential {
+    let key = KeyRef {
+        kind: KeyKind::ClusterTurnKey,
+        name: namespace.into(),
+    };
     let mut tc = TurnCredential::new(
         &format!("tc-{i:05}"),
-        TurnCredentialSpec {
-            key_ref: KeyRef {
-                kind: KeyKind::ClusterTurnKey,
-                name: namespace.into(),
-            },
-            ttl_seconds: TTL_SECONDS,
-            renew_before_seconds: None,
-            secret_name: None,
-            secret_template: None,
-            url_filter: None,
-            rollout_restart_targets: Vec::new(),
-            revoke_on_delete: false,
-            custom_identifier: None,
-        },
+        TurnCredentialSpec::with_key(key, TTL_SECONDS),
     );
     tc.metadata.namespace = Some(namespace.into());
     tc
@@ -182,7 +186,7 @@ pub struct Outcome {
 pub async fn outcome(client: &Client, namespace: &str) -> Result<Outcome> {
     let credentials = list_all(&Api::<TurnCredential>::namespaced(client.clone(), namespace)).await?;
     let secrets = Api::<Secret>::namespaced(client.clone(), namespace)
-        .list_metadata(&ListParams::default().labels("app.kubernetes.io/managed-by=toma"))
+        .list_metadata(&ListParams::default().labels(&toma_secrets()))
         .await?;
     let mut rotations = BTreeMap::new();
     for tc in &credentials {
@@ -191,16 +195,18 @@ pub async fn outcome(client: &Client, namespace: &str) -> Result<Outcome> {
             .or_insert(0) += 1;
     }
     Ok(Outcome {
-        rotations,
         turncredentials: credentials.len(),
         ready: credentials
             .iter()
             .filter(|tc| crate::progress::is_ready(tc))
             .count(),
-        rotations_not_one: credentials
-            .iter()
-            .filter(|tc| tc.status.as_ref().map(|s| s.rotations) != Some(1))
-            .count(),
+        rotations_not_one: credentials.len() - rotations.get(&1).copied().unwrap_or(0),
+        rotations,
         secrets: secrets.items.len(),
     })
+}
+
+/// The label selector of the Secrets toma writes.
+pub fn toma_secrets() -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY}")
 }

@@ -1,8 +1,9 @@
 //! The floor: the same outcome with no operator. A bare client creates each TurnCredential,
-//! asks the fake Cloudflare for ICE servers once, server-side applies the Secret and the Ready
-//! status, with the same parallelism as the creates in the operator run. The Secret and status
-//! are built by toma's own pure functions, so the objects are the same as toma's, byte for byte
-//! apart from the credential; only the I/O is done by hand, and none of it is avoidable.
+//! asks the fake Cloudflare for ICE servers once (with toma's Cloudflare client), server-side
+//! applies the Secret and the Ready status, with the same parallelism as the creates in the
+//! operator run. The Secret and status are built by toma's own pure functions, so the objects are
+//! the same as toma's, byte for byte apart from the credential; only the I/O is done by hand,
+//! and none of it is avoidable.
 
 use std::time::{Duration, Instant};
 
@@ -15,15 +16,16 @@ use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::json;
 use toma::api::TurnCredential;
+use toma::cloudflare::CloudflareClient;
 use toma::credential::{Credential, filter_urls};
+use toma::secret_value::SecretValue;
 
 use crate::apiserver::{self, Counts};
 use crate::cluster::{self, Outcome};
 use crate::operator::limit_for;
-use crate::{Bench, Result, process, progress};
+use crate::{Bench, Result, progress};
 
 const FIELD_MANAGER: &str = "toma-bench";
-const USER_AGENT: &str = concat!("toma-bench/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Floor {
@@ -59,43 +61,33 @@ async fn measure(bench: &Bench, namespace: &str, n: usize) -> Result<Floor> {
     fake.add_key(cluster::KEY_ID, cluster::TOKEN);
     // The same key objects as toma's run, though the floor knows the key and token already.
     cluster::create_key(client, namespace, &fake.base_url()).await?;
-    let http = reqwest::Client::builder()
-        .user_agent(USER_AGENT)
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    let generate_url = format!(
-        "{}/v1/turn/keys/{}/credentials/generate-ice-servers",
-        fake.base_url(),
-        cluster::KEY_ID
-    );
+    let cloudflare = Cloudflare {
+        client: CloudflareClient::new(Duration::from_secs(10)),
+        base_url: fake.base_url(),
+        token: SecretValue::new(cluster::TOKEN.into()),
+    };
     let mut tracker = progress::track(client, namespace, n).await?;
 
     let api_before = apiserver::scrape(client).await?;
-    let apiserver_before = process::cpu_of(bench.apiserver_pid);
-    let etcd_before = process::cpu_of(bench.etcd_pid);
+    let control_plane_before = bench.control_plane_cpu();
     let started = Instant::now();
     let credentials: Api<TurnCredential> = Api::namespaced(client.clone(), namespace);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     futures::stream::iter(0..n)
         .map(|i| {
-            let (credentials, secrets, http, url) = (&credentials, &secrets, &http, &generate_url);
+            let (credentials, secrets, cloudflare) = (&credentials, &secrets, &cloudflare);
             async move {
                 let tc = credentials
                     .create(&PostParams::default(), &cluster::credential(namespace, i))
                     .await?;
-                issue(&tc, credentials, secrets, http, url).await
+                issue(&tc, credentials, secrets, cloudflare).await
             }
         })
         .buffer_unordered(bench.parallelism)
         .try_for_each(|_| async { Ok(()) })
         .await?;
     let done = tracker.done(limit_for(n)).await?;
-    let apiserver_cpu = process::cpu_of(bench.apiserver_pid)
-        .zip(apiserver_before)
-        .map(|(a, b)| a - b);
-    let etcd_cpu = process::cpu_of(bench.etcd_pid)
-        .zip(etcd_before)
-        .map(|(a, b)| a - b);
+    let control_plane = bench.control_plane_cpu().since(control_plane_before);
     let api = apiserver::scrape(client).await?.since(&api_before, n as u64);
     let mints = fake.mints().len();
     Ok(Floor {
@@ -104,10 +96,17 @@ async fn measure(bench: &Bench, namespace: &str, n: usize) -> Result<Floor> {
         mints_per_credential: mints as f64 / n as f64,
         api_writes_per_credential: api.writes() as f64 / n as f64,
         api,
-        apiserver_cpu_seconds: apiserver_cpu,
-        etcd_cpu_seconds: etcd_cpu,
+        apiserver_cpu_seconds: control_plane.apiserver,
+        etcd_cpu_seconds: control_plane.etcd,
         outcome: cluster::outcome(client, namespace).await?,
     })
+}
+
+/// The fake Cloudflare and what it takes to call it.
+struct Cloudflare {
+    client: CloudflareClient,
+    base_url: String,
+    token: SecretValue,
 }
 
 /// One credential: one provider call, one Secret apply, one status apply.
@@ -115,32 +114,28 @@ async fn issue(
     tc: &TurnCredential,
     credentials: &Api<TurnCredential>,
     secrets: &Api<Secret>,
-    http: &reqwest::Client,
-    generate_url: &str,
+    cloudflare: &Cloudflare,
 ) -> Result<()> {
     let now = Timestamp::from_second(Timestamp::now().as_second())?;
-    let answer = http
-        .post(generate_url)
-        .bearer_auth(cluster::TOKEN)
-        .json(&json!({"ttl": tc.spec.ttl_seconds}))
-        .send()
-        .await?
-        .error_for_status()?
-        .bytes()
+    let generated = cloudflare
+        .client
+        .generate_ice_servers(
+            &cloudflare.base_url,
+            cluster::KEY_ID,
+            &cloudflare.token,
+            tc.spec.ttl_seconds,
+            None,
+        )
         .await?;
-    let servers = toma::cloudflare::parse_generate_answer(&answer)?;
     let credential = Credential {
-        ice_servers: filter_urls(servers, &tc.url_filter()),
+        ice_servers: filter_urls(generated.ice_servers, &tc.url_filter()),
         issued_at: now,
         expires_at: now + SignedDuration::from_secs(tc.spec.ttl_seconds),
     };
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
     let secret = toma::secret::desired_secret(tc, &credential, 1);
     secrets
-        .patch(
-            &tc.secret_name(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&secret),
-        )
+        .patch(&tc.secret_name(), &apply, &Patch::Apply(&secret))
         .await?;
     let renewal = toma::schedule::renewal_time(
         credential.issued_at,
@@ -155,11 +150,7 @@ async fn issue(
         "status": status,
     });
     credentials
-        .patch_status(
-            &tc.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
+        .patch_status(&tc.name_any(), &apply, &Patch::Apply(&patch))
         .await?;
     Ok(())
 }

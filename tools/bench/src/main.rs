@@ -19,7 +19,8 @@ use clap::Parser;
 use kube::Client;
 
 use cluster::Created;
-use report::{Machine, Ratio, Results, Versions};
+use process::ControlPlaneCpu;
+use report::{Machine, Results, Versions};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T> = std::result::Result<T, Error>;
@@ -83,6 +84,10 @@ impl Bench {
     pub fn pid_file(&self) -> PathBuf {
         self.out_dir.join("toma.pids")
     }
+
+    pub fn control_plane_cpu(&self) -> ControlPlaneCpu {
+        ControlPlaneCpu::read(self.apiserver_pid, self.etcd_pid)
+    }
 }
 
 pub fn mib(kib: u64) -> f64 {
@@ -130,7 +135,8 @@ async fn setup(cli: &Cli) -> Result<Bench> {
         )
         .into());
     }
-    std::fs::create_dir_all(cli.out_dir.join("logs"))?;
+    let logs = cli.out_dir.join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
     Ok(Bench {
         client,
         http: reqwest::Client::builder()
@@ -154,13 +160,14 @@ async fn run_all(cli: &Cli, bench: &Bench) -> Result<()> {
         etcd: cli.etcd_version.clone(),
         rustc: command_output("rustc".as_ref(), &["--version"]),
     };
+    let mut machine = Machine {
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model: cpu_model(),
+        load_average: String::new(),
+        note: cli.note.clone(),
+    };
     for &n in &cli.counts {
-        let machine = Machine {
-            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
-            cpu_model: cpu_model(),
-            load_average: load_average(),
-            note: cli.note.clone(),
-        };
+        machine.load_average = load_average();
         let started_at = jiff::Timestamp::now().to_string();
         let mut operator = Vec::new();
         for &concurrency in &cli.concurrencies {
@@ -175,17 +182,11 @@ async fn run_all(cli: &Cli, bench: &Bench) -> Result<()> {
         eprintln!("N={n}: floor (no operator) ...");
         let floor = floor::run(bench, n).await?;
         eprintln!("N={n}: floor: all Ready in {:.2} s", floor.seconds_to_ready);
-        let ratios = operator
-            .iter()
-            .map(|r| Ratio {
-                concurrency: r.concurrency,
-                toma_over_floor: r.seconds_to_ready / floor.seconds_to_ready,
-            })
-            .collect();
+        let ratios = report::ratios(&operator, &floor);
         let results = Results {
             n,
             started_at,
-            machine,
+            machine: machine.clone(),
             versions: versions.clone(),
             parallelism: bench.parallelism,
             settle_seconds: cli.settle_seconds,

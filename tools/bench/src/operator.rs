@@ -12,7 +12,7 @@ use toma::api::TurnCredential;
 
 use crate::apiserver::{self, Counts};
 use crate::cluster::{self, Outcome};
-use crate::process::{self, Spawn, Toma};
+use crate::process::{Spawn, Toma};
 use crate::{Bench, Result, mib, progress};
 
 /// Phase 1: from the first create until all N are Ready with their Secrets.
@@ -121,18 +121,12 @@ async fn measure(bench: &Bench, namespace: &str, n: usize, concurrency: u16) -> 
     // Phase 1.
     let api_before = apiserver::scrape(client).await?;
     let cpu_before = toma.cpu_seconds()?;
-    let apiserver_before = process::cpu_of(bench.apiserver_pid);
-    let etcd_before = process::cpu_of(bench.etcd_pid);
+    let control_plane_before = bench.control_plane_cpu();
     let started = Instant::now();
     let created = create_all(client, namespace, n, bench.parallelism).await?;
     let done = tracker.done(limit_for(n)).await?;
     let cpu_seconds = toma.cpu_seconds()? - cpu_before;
-    let apiserver_cpu = process::cpu_of(bench.apiserver_pid)
-        .zip(apiserver_before)
-        .map(|(a, b)| a - b);
-    let etcd_cpu = process::cpu_of(bench.etcd_pid)
-        .zip(etcd_before)
-        .map(|(a, b)| a - b);
+    let control_plane = bench.control_plane_cpu().since(control_plane_before);
     let reconciles_at_ready = toma.metrics().await?.reconciles;
     drop(tracker);
 
@@ -164,8 +158,8 @@ async fn measure(bench: &Bench, namespace: &str, n: usize, concurrency: u16) -> 
         steady_rss_mib: mib(memory.rss_kib),
         cpu_seconds,
         cpu_seconds_with_settle: cpu_with_settle,
-        apiserver_cpu_seconds: apiserver_cpu,
-        etcd_cpu_seconds: etcd_cpu,
+        apiserver_cpu_seconds: control_plane.apiserver,
+        etcd_cpu_seconds: control_plane.etcd,
         reconciles_at_ready,
         reconciles: metrics.reconciles,
         reconcile_errors: metrics.errors,

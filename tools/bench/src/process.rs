@@ -1,6 +1,6 @@
 //! The toma process under measurement, and what /proc says about a process.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use crate::{Result, prom};
 /// outlives the bench, whether it ends normally, with an error or on a signal.
 pub struct Toma {
     child: Child,
-    pub addr: SocketAddr,
+    addr: SocketAddr,
     /// When the process was spawned.
     pub started: Instant,
     http: reqwest::Client,
@@ -25,7 +25,6 @@ pub struct Toma {
 pub struct TomaMetrics {
     pub reconciles: u64,
     pub errors: u64,
-    pub mints: u64,
     /// Sum and count of toma_reconcile_duration_seconds.
     pub reconcile_seconds: f64,
     pub reconcile_count: u64,
@@ -55,7 +54,7 @@ pub struct Spawn<'a> {
 impl Toma {
     pub fn spawn(spec: &Spawn<'_>, http: reqwest::Client) -> Result<Toma> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let log = OpenOptions::new().create(true).append(true).open(&spec.log)?;
+        let log = append(&spec.log)?;
         let child = Command::new(spec.binary)
             .arg("run")
             .args(["--namespace", spec.namespace])
@@ -68,18 +67,15 @@ impl Toma {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", spec.binary.display()))?;
-        let started = Instant::now();
-        let mut pids = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.pid_file)?;
-        writeln!(pids, "{}", child.id())?;
-        Ok(Toma {
+        // Built before the PID is recorded, so that a failure there still kills the process.
+        let toma = Toma {
             child,
             addr,
-            started,
+            started: Instant::now(),
             http,
-        })
+        };
+        writeln!(append(&spec.pid_file)?, "{}", toma.pid())?;
+        Ok(toma)
     }
 
     pub fn pid(&self) -> u32 {
@@ -122,7 +118,6 @@ impl Toma {
         Ok(TomaMetrics {
             reconciles: prom::sum(&text, "toma_reconciles_total") as u64,
             errors: prom::sum(&text, "toma_reconcile_errors_total") as u64,
-            mints: prom::sum(&text, "toma_credentials_minted_total") as u64,
             reconcile_seconds: prom::sum(&text, "toma_reconcile_duration_seconds_sum"),
             reconcile_count: prom::sum(&text, "toma_reconcile_duration_seconds_count") as u64,
         })
@@ -145,7 +140,7 @@ impl Toma {
             .args(["-TERM", &self.pid().to_string()])
             .status()?;
         if !status.success() {
-            return Err(format!("kill -TERM {} failed", self.pid()).into());
+            return Err(format!("kill -TERM {} failed ({status})", self.pid()).into());
         }
         let deadline = Instant::now() + limit;
         while self.child.try_wait()?.is_none() {
@@ -169,6 +164,14 @@ impl Drop for Toma {
     }
 }
 
+fn append(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()).into())
+}
+
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -183,12 +186,13 @@ pub struct Memory {
 }
 
 pub fn memory(pid: u32) -> Result<Memory> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let path = format!("/proc/{pid}/status");
+    let status = read(&path)?;
     let field = |name: &str| -> Result<u64> {
         let line = status
             .lines()
             .find(|l| l.starts_with(name))
-            .ok_or_else(|| format!("no {name} in /proc/{pid}/status"))?;
+            .ok_or_else(|| format!("no {name} in {path}"))?;
         Ok(line[name.len()..].trim().trim_end_matches("kB").trim().parse()?)
     };
     Ok(Memory {
@@ -199,8 +203,13 @@ pub fn memory(pid: u32) -> Result<Memory> {
 
 /// User plus system CPU time a process has used, in seconds.
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    Ok(parse_cpu_ticks(&stat).ok_or("unreadable /proc/<pid>/stat")? as f64 / clock_ticks() as f64)
+    let path = format!("/proc/{pid}/stat");
+    let ticks = parse_cpu_ticks(&read(&path)?).ok_or_else(|| format!("unreadable {path}"))?;
+    Ok(ticks as f64 / clock_ticks() as f64)
+}
+
+fn read(path: &str) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}").into())
 }
 
 /// utime + stime: fields 14 and 15, counted from after the command name, which may hold spaces.
@@ -228,9 +237,30 @@ fn clock_ticks() -> u64 {
     })
 }
 
-/// CPU seconds of an optional process (the API server, etcd), for the report.
-pub fn cpu_of(pid: Option<u32>) -> Option<f64> {
-    pid.and_then(|p| cpu_seconds(p).ok())
+/// CPU seconds of the API server and of etcd; None where the PID is unknown or unreadable.
+#[derive(Debug, Clone, Copy)]
+pub struct ControlPlaneCpu {
+    pub apiserver: Option<f64>,
+    pub etcd: Option<f64>,
+}
+
+impl ControlPlaneCpu {
+    pub fn read(apiserver_pid: Option<u32>, etcd_pid: Option<u32>) -> ControlPlaneCpu {
+        let cpu_of = |pid: Option<u32>| pid.and_then(|p| cpu_seconds(p).ok());
+        ControlPlaneCpu {
+            apiserver: cpu_of(apiserver_pid),
+            etcd: cpu_of(etcd_pid),
+        }
+    }
+
+    /// What was used between `before` and this reading.
+    pub fn since(self, before: ControlPlaneCpu) -> ControlPlaneCpu {
+        let delta = |now: Option<f64>, then: Option<f64>| now.zip(then).map(|(a, b)| a - b);
+        ControlPlaneCpu {
+            apiserver: delta(self.apiserver, before.apiserver),
+            etcd: delta(self.etcd, before.etcd),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -53,7 +53,7 @@ pub async fn track(client: &Client, namespace: &str, target: usize) -> Result<Tr
     let secrets: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), namespace);
     let secret_events = watcher(
         secrets,
-        watcher::Config::default().labels("app.kubernetes.io/managed-by=toma"),
+        watcher::Config::default().labels(&crate::cluster::toma_secrets()),
     )
     .default_backoff()
     .map(|event| event.map(|e| names(e, |_| true)));
@@ -101,11 +101,7 @@ impl Tracker {
 }
 
 pub fn is_ready(tc: &TurnCredential) -> bool {
-    tc.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-    })
+    toma::status::ready_state(tc.status.as_ref()).is_some_and(|(status, _)| status == "True")
 }
 
 /// An event reduced to (name, whether it counts).

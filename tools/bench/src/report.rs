@@ -1,11 +1,13 @@
 //! The figures of one N: a table on stdout and `results-<N>.json`.
 
 use std::fmt::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::Result;
+use crate::apiserver::Counts;
+use crate::cluster::Outcome;
 use crate::floor::Floor;
 use crate::operator::Run;
 
@@ -47,199 +49,114 @@ pub struct Ratio {
     pub toma_over_floor: f64,
 }
 
+/// toma's time to all Ready over the floor's.
+pub fn ratio(run: &Run, floor: &Floor) -> f64 {
+    run.seconds_to_ready / floor.seconds_to_ready
+}
+
+pub fn ratios(operator: &[Run], floor: &Floor) -> Vec<Ratio> {
+    operator
+        .iter()
+        .map(|run| Ratio {
+            concurrency: run.concurrency,
+            toma_over_floor: ratio(run, floor),
+        })
+        .collect()
+}
+
 impl Results {
-    pub fn write_json(&self, dir: &Path) -> Result<std::path::PathBuf> {
-        std::fs::create_dir_all(dir)?;
+    /// Writes `results-<N>.json` into `dir`, which exists.
+    pub fn write_json(&self, dir: &Path) -> Result<PathBuf> {
         let path = dir.join(format!("results-{}.json", self.n));
-        std::fs::write(&path, serde_json::to_string_pretty(self)? + "\n")?;
+        std::fs::write(&path, serde_json::to_string_pretty(self)? + "\n")
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(path)
     }
 
     pub fn table(&self) -> String {
         let floor = &self.floor;
-        let mut rows: Vec<(String, Vec<String>, String)> = Vec::new();
-        let mut row = |label: &str, cell: &dyn Fn(&Run) -> String, floor_cell: String| {
-            rows.push((label.into(), self.operator.iter().map(cell).collect(), floor_cell));
+        let per = |x: u64| fixed(x as f64 / self.n as f64, 2);
+        let cpu = |x: Option<f64>| x.map_or_else(|| "-".into(), |v| fixed(v, 1));
+        let ready = |o: &Outcome| format!("{} / {}", o.ready, o.rotations_not_one);
+        let mut t = Table {
+            runs: &self.operator,
+            rows: Vec::new(),
         };
-        let dash = || "-".to_string();
-        let per = |x: u64| format!("{:.2}", x as f64 / self.n as f64);
-        let opt = |x: Option<f64>| x.map_or_else(|| "-".into(), |v| format!("{v:.1}"));
-
-        row(
+        t.row(
             "time to all Ready (s)",
-            &|r| format!("{:.2}", r.seconds_to_ready),
-            format!("{:.2}", floor.seconds_to_ready),
+            |r| fixed(r.seconds_to_ready, 2),
+            fixed(floor.seconds_to_ready, 2),
         );
-        row(
-            "ratio to floor",
-            &|r| format!("{:.2}", r.seconds_to_ready / floor.seconds_to_ready),
-            "1.00".into(),
-        );
-        row(
-            "  all Events written (s)",
-            &|r| r.seconds_to_events.map_or("-".into(), |s| format!("{s:.2}")),
-            dash(),
-        );
-        row(
-            "  creates alone took (s)",
-            &|r| format!("{:.2}", r.seconds_creating),
-            dash(),
-        );
-        row(
+        t.row("ratio to floor", |r| fixed(ratio(r, floor), 2), "1.00");
+        t.toma("  all Events written (s)", |r| {
+            r.seconds_to_events.map_or("-".into(), |s| fixed(s, 2))
+        });
+        t.toma("  creates alone took (s)", |r| fixed(r.seconds_creating, 2));
+        t.row(
             "mints / credential",
-            &|r| format!("{:.3}", r.mints_per_credential),
-            format!("{:.3}", floor.mints_per_credential),
+            |r| fixed(r.mints_per_credential, 3),
+            fixed(floor.mints_per_credential, 3),
         );
-        row(
-            "API writes / credential",
-            &|r| format!("{:.2}", r.api_writes_per_credential),
-            format!("{:.2}", floor.api_writes_per_credential),
-        );
-        row(
-            "  Secret",
-            &|r| per(r.api.secret_writes),
-            per(floor.api.secret_writes),
-        );
-        row(
-            "  TC status",
-            &|r| per(r.api.status_writes),
-            per(floor.api.status_writes),
-        );
-        row(
-            "  TC (beyond the creates)",
-            &|r| per(r.api.turncredential_writes),
-            per(floor.api.turncredential_writes),
-        );
-        row(
-            "  Event",
-            &|r| per(r.api.event_writes),
-            per(floor.api.event_writes),
-        );
-        row(
-            "  refused (not 2xx)",
-            &|r| per(r.api.failed_writes),
-            per(floor.api.failed_writes),
-        );
-        row(
-            "API GETs / credential (Secret+key)",
-            &|r| format!("{:.2}", r.api_gets_per_credential),
-            per(floor.api.operator_gets()),
-        );
-        row(
-            "  Secret",
-            &|r| per(r.api.secret_gets),
-            per(floor.api.secret_gets),
-        );
-        row(
-            "  TurnKey/ClusterTurnKey",
-            &|r| per(r.api.key_gets),
-            per(floor.api.key_gets),
-        );
-        row(
-            "  TC (garbage collector)",
-            &|r| per(r.api.turncredential_gets),
-            per(floor.api.turncredential_gets),
-        );
-        row(
-            "reconciles at Ready / after settle",
-            &|r| format!("{} / {}", r.reconciles_at_ready, r.reconciles),
-            dash(),
-        );
-        row("reconcile errors", &|r| r.reconcile_errors.to_string(), dash());
-        row(
-            "mean reconcile (ms)",
-            &|r| format!("{:.1}", r.mean_reconcile_ms),
-            dash(),
-        );
-        row(
+        for (label, count) in API_ROWS {
+            t.row(label, |r| per(count(&r.api)), per(count(&floor.api)));
+        }
+        t.toma("reconciles at Ready / after settle", |r| {
+            format!("{} / {}", r.reconciles_at_ready, r.reconciles)
+        });
+        t.toma("reconcile errors", |r| r.reconcile_errors.to_string());
+        t.toma("mean reconcile (ms)", |r| fixed(r.mean_reconcile_ms, 1));
+        t.row(
             "Ready, rotations != 1",
-            &|r| format!("{} / {}", r.outcome.ready, r.outcome.rotations_not_one),
-            format!("{} / {}", floor.outcome.ready, floor.outcome.rotations_not_one),
+            |r| ready(&r.outcome),
+            ready(&floor.outcome),
         );
-        row(
+        t.row(
             "status.rotations value:count",
-            &|r| rotations(&r.outcome.rotations),
+            |r| rotations(&r.outcome.rotations),
             rotations(&floor.outcome.rotations),
         );
-        row("peak RSS (MiB)", &|r| format!("{:.1}", r.peak_rss_mib), dash());
-        row(
-            "steady RSS (MiB)",
-            &|r| format!("{:.1}", r.steady_rss_mib),
-            dash(),
-        );
-        row(
-            "CPU until Ready (s)",
-            &|r| format!("{:.2}", r.cpu_seconds),
-            dash(),
-        );
-        row(
-            "  with settle (s)",
-            &|r| format!("{:.2}", r.cpu_seconds_with_settle),
-            dash(),
-        );
-        row(
+        t.toma("peak RSS (MiB)", |r| fixed(r.peak_rss_mib, 1));
+        t.toma("steady RSS (MiB)", |r| fixed(r.steady_rss_mib, 1));
+        t.toma("CPU until Ready (s)", |r| fixed(r.cpu_seconds, 2));
+        t.toma("  with settle (s)", |r| fixed(r.cpu_seconds_with_settle, 2));
+        t.row(
             "apiserver CPU until Ready (s)",
-            &|r| opt(r.apiserver_cpu_seconds),
-            opt(floor.apiserver_cpu_seconds),
+            |r| cpu(r.apiserver_cpu_seconds),
+            cpu(floor.apiserver_cpu_seconds),
         );
-        row(
+        t.row(
             "etcd CPU until Ready (s)",
-            &|r| opt(r.etcd_cpu_seconds),
-            opt(floor.etcd_cpu_seconds),
+            |r| cpu(r.etcd_cpu_seconds),
+            cpu(floor.etcd_cpu_seconds),
         );
-        row(
-            "restart: SIGTERM to exit (s)",
-            &|r| format!("{:.2}", r.restart.seconds_to_stop),
-            dash(),
-        );
-        row(
-            "restart: to /readyz (s)",
-            &|r| format!("{:.2}", r.restart.seconds_to_ready),
-            dash(),
-        );
-        row(
-            "restart: to N reconciles (s)",
-            &|r| opt2(r.restart.seconds_to_all_reconciled),
-            dash(),
-        );
-        row(
-            "restart: to steady (s)",
-            &|r| format!("{:.2}", r.restart.seconds_to_steady),
-            dash(),
-        );
-        row(
-            "restart: reconciles",
-            &|r| r.restart.reconciles.to_string(),
-            dash(),
-        );
-        row("restart: mints", &|r| r.restart.mints.to_string(), dash());
-        row(
-            "restart: API writes",
-            &|r| r.restart.api.writes().to_string(),
-            dash(),
-        );
-        row(
-            "restart: peak RSS (MiB)",
-            &|r| format!("{:.1}", r.restart.peak_rss_mib),
-            dash(),
-        );
-        row(
-            "restart: CPU (s)",
-            &|r| format!("{:.2}", r.restart.cpu_seconds),
-            dash(),
-        );
-        row(
-            &format!(
-                "idle {:.0} s: CPU (s)",
-                self.operator.first().map_or(0.0, |r| r.idle.seconds)
-            ),
-            &|r| format!("{:.3}", r.idle.cpu_seconds),
-            dash(),
-        );
-        row("idle: reconciles", &|r| r.idle.reconciles.to_string(), dash());
-        row("idle: mints", &|r| r.idle.mints.to_string(), dash());
-        row("idle: API writes", &|r| r.idle.api.writes().to_string(), dash());
-        row("idle: RSS (MiB)", &|r| format!("{:.1}", r.idle.rss_mib), dash());
+        t.toma("restart: SIGTERM to exit (s)", |r| {
+            fixed(r.restart.seconds_to_stop, 2)
+        });
+        t.toma("restart: to /readyz (s)", |r| {
+            fixed(r.restart.seconds_to_ready, 2)
+        });
+        t.toma("restart: to N reconciles (s)", |r| {
+            r.restart
+                .seconds_to_all_reconciled
+                .map_or("never".into(), |s| fixed(s, 2))
+        });
+        t.toma("restart: to steady (s)", |r| {
+            fixed(r.restart.seconds_to_steady, 2)
+        });
+        t.toma("restart: reconciles", |r| r.restart.reconciles.to_string());
+        t.toma("restart: mints", |r| r.restart.mints.to_string());
+        t.toma("restart: API writes", |r| r.restart.api.writes().to_string());
+        t.toma("restart: peak RSS (MiB)", |r| fixed(r.restart.peak_rss_mib, 1));
+        t.toma("restart: CPU (s)", |r| fixed(r.restart.cpu_seconds, 2));
+        let idle_seconds = self.operator.first().map_or(0.0, |r| r.idle.seconds);
+        t.toma(format!("idle {idle_seconds:.0} s: CPU (s)"), |r| {
+            fixed(r.idle.cpu_seconds, 3)
+        });
+        t.toma("idle: reconciles", |r| r.idle.reconciles.to_string());
+        t.toma("idle: mints", |r| r.idle.mints.to_string());
+        t.toma("idle: API writes", |r| r.idle.api.writes().to_string());
+        t.toma("idle: RSS (MiB)", |r| fixed(r.idle.rss_mib, 1));
+        let rows = t.rows;
 
         let headers: Vec<String> = self
             .operator
@@ -265,22 +182,16 @@ impl Results {
         if let Some(note) = &self.machine.note {
             let _ = writeln!(out, "note: {note}");
         }
-        let _ = writeln!(
+        let versions = &self.versions;
+        let _ = write!(
             out,
-            "versions: {}, Kubernetes {}{}{}",
-            self.versions.toma,
-            self.versions.kubernetes,
-            self.versions
-                .etcd
-                .as_ref()
-                .map(|e| format!(", {e}"))
-                .unwrap_or_default(),
-            self.versions
-                .rustc
-                .as_ref()
-                .map(|r| format!(", {r}"))
-                .unwrap_or_default(),
+            "versions: {}, Kubernetes {}",
+            versions.toma, versions.kubernetes
         );
+        for version in [&versions.etcd, &versions.rustc].into_iter().flatten() {
+            let _ = write!(out, ", {version}");
+        }
+        out.push('\n');
         let _ = write!(out, "{:label_width$}", "");
         for header in &headers {
             let _ = write!(out, "  {header:>width$}");
@@ -301,7 +212,7 @@ impl Results {
         let mut found = Vec::new();
         for r in &self.operator {
             let c = r.concurrency;
-            let ratio = r.seconds_to_ready / self.floor.seconds_to_ready;
+            let ratio = ratio(r, &self.floor);
             if ratio > 1.3 {
                 found.push(format!(
                     "c={c}: toma took {ratio:.2}x the floor's time (target <= 1.3)"
@@ -333,11 +244,9 @@ impl Results {
                     r.idle.api.writes()
                 ));
             }
-            if r.peak_rss_mib.max(r.restart.peak_rss_mib) > 64.0 {
-                found.push(format!(
-                    "c={c}: peak RSS {:.1} MiB (over 64 MiB)",
-                    r.peak_rss_mib.max(r.restart.peak_rss_mib)
-                ));
+            let peak_rss = r.peak_rss_mib.max(r.restart.peak_rss_mib);
+            if peak_rss > 64.0 {
+                found.push(format!("c={c}: peak RSS {peak_rss:.1} MiB (over 64 MiB)"));
             }
             if r.reconcile_errors > 0 {
                 found.push(format!("c={c}: {} reconcile errors", r.reconcile_errors));
@@ -364,6 +273,41 @@ fn rotations(histogram: &std::collections::BTreeMap<i64, usize>) -> String {
         .join(" ")
 }
 
-fn opt2(x: Option<f64>) -> String {
-    x.map_or_else(|| "never".into(), |v| format!("{v:.2}"))
+fn fixed(x: f64, digits: usize) -> String {
+    format!("{x:.digits$}")
+}
+
+/// One figure of [`Counts`].
+type Count = fn(&Counts) -> u64;
+
+/// Requests per credential, counted alike for toma and the floor.
+const API_ROWS: [(&str, Count); 10] = [
+    ("API writes / credential", Counts::writes),
+    ("  Secret", |a| a.secret_writes),
+    ("  TC status", |a| a.status_writes),
+    ("  TC (beyond the creates)", |a| a.turncredential_writes),
+    ("  Event", |a| a.event_writes),
+    ("  refused (not 2xx)", |a| a.failed_writes),
+    ("API GETs / credential (Secret+key)", Counts::operator_gets),
+    ("  Secret", |a| a.secret_gets),
+    ("  TurnKey/ClusterTurnKey", |a| a.key_gets),
+    ("  TC (garbage collector)", |a| a.turncredential_gets),
+];
+
+/// The rows of the table: a label, a cell per toma run, and the floor's cell.
+struct Table<'a> {
+    runs: &'a [Run],
+    rows: Vec<(String, Vec<String>, String)>,
+}
+
+impl Table<'_> {
+    fn row(&mut self, label: impl Into<String>, cell: impl Fn(&Run) -> String, floor: impl Into<String>) {
+        let cells = self.runs.iter().map(cell).collect();
+        self.rows.push((label.into(), cells, floor.into()));
+    }
+
+    /// A row with no figure for the floor.
+    fn toma(&mut self, label: impl Into<String>, cell: impl Fn(&Run) -> String) {
+        self.row(label, cell, "-");
+    }
 }
