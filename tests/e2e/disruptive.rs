@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::harness::{Env, SHORT_LIVED, TOKEN, eventually, kubectl};
+use crate::harness::{Env, SHORT_LIVED, TOKEN, eventually};
 
 /// Stops the test control plane's apiserver for `seconds`, then brings it back.
 fn restart_apiserver(seconds: u64) {
@@ -36,19 +36,7 @@ async fn an_api_server_outage_is_ridden_out_and_rotation_resumes() {
 
     // The watch is back: a forced rotation is acted on at once.
     let before = env.fake.mints().len();
-    kubectl(
-        &[
-            "annotate",
-            "tc",
-            "web",
-            "-n",
-            &env.namespace,
-            "toma.dev/rotate=after-outage",
-            "--overwrite",
-        ],
-        None,
-    )
-    .unwrap();
+    env.force_rotation("web", "after-outage");
     let annotated = Timestamp::now();
     eventually(Duration::from_secs(10), || async {
         env.fake.mints().len() > before

@@ -14,29 +14,12 @@ const PROVIDER_TIMEOUT: &str = "2";
 
 async fn env_with_issued_credential(test: &str) -> Env {
     let mut env = Env::without_toma(test).await;
-    let toma = env.spawn_toma(&["--provider-timeout-seconds", PROVIDER_TIMEOUT]);
-    toma.wait_ready().await;
-    env.toma = Some(toma);
+    env.start_toma_with(&["--provider-timeout-seconds", PROVIDER_TIMEOUT])
+        .await;
     env.apply_cloudflare_key(TOKEN);
     env.apply_credential("web", "  ttlSeconds: 3600");
     env.wait_for_reason("web", "Issued").await;
     env
-}
-
-fn rotate(env: &Env, value: &str) {
-    kubectl(
-        &[
-            "annotate",
-            "tc",
-            "web",
-            "-n",
-            &env.namespace,
-            &format!("toma.dev/rotate={value}"),
-            "--overwrite",
-        ],
-        None,
-    )
-    .unwrap();
 }
 
 /// Sets `fault`, forces a rotation, expects `reason` while the Secret keeps the old credential,
@@ -45,15 +28,15 @@ async fn provider_fault_then_recovery(test: &str, fault: Fault, reason: &str) {
     let env = env_with_issued_credential(test).await;
     let before = env.secrets().get("web").await.unwrap();
     env.fake.set_fault(fault);
-    rotate(&env, "1");
+    env.force_rotation("web", "1");
 
     let failed = env.wait_for_reason("web", reason).await;
     let status = failed.status.clone().unwrap();
     assert_eq!(ready(&failed).unwrap().0, "False");
+    let message = &status.conditions[0].message;
     assert!(
-        status.conditions[0]
-            .message
-            .contains("the current credential stays in Secret web until")
+        message.contains("the current credential stays in Secret web until"),
+        "{message}"
     );
     let during = env.secrets().get("web").await.unwrap();
     assert_eq!(
@@ -132,7 +115,7 @@ async fn rate_limit_is_waited_out_as_retry_after_asks() {
     let before = env.secrets().get("web").await.unwrap();
     env.fake
         .set_fault_times(Fault::RateLimited { retry_after: Some(8) }, 1);
-    rotate(&env, "1");
+    env.force_rotation("web", "1");
 
     let limited = env.wait_for_reason("web", "RateLimited").await;
     let failed_at = limited.status.unwrap().last_failure_time.unwrap().0;
@@ -150,16 +133,15 @@ async fn rate_limit_is_waited_out_as_retry_after_asks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the control plane of `make test`"]
 async fn a_credential_near_expiry_is_retried_more_often_while_the_provider_fails() {
-    let mut env = Env::without_toma("fault-expiring").await;
-    let toma = env.spawn_toma(&[]);
-    toma.wait_ready().await;
-    env.toma = Some(toma);
+    let env = Env::start("fault-expiring").await;
     env.apply_cloudflare_key(TOKEN);
     // Renewal is due 10 s after each mint, with 50 s of validity left.
     env.apply_credential("web", SHORT_LIVED);
     let issued = env.wait_for_reason("web", "Issued").await;
     let expires_at = issued.status.unwrap().expires_at.unwrap().0;
     env.fake.set_fault(Fault::ServerError { status: 500 });
+    // From here on no rotation can succeed: this is what the Secret must keep holding.
+    let kept = env.secrets().get("web").await.unwrap();
 
     let failing = env.wait_for_reason("web", "ProviderError").await;
     let status = failing.status.unwrap();
@@ -168,17 +150,24 @@ async fn a_credential_near_expiry_is_retried_more_often_while_the_provider_fails
         expires_at,
         "status keeps the old expiry"
     );
-    assert!(status.conditions[0].message.contains(&expires_at.to_string()));
+    let message = &status.conditions[0].message;
+    assert!(message.contains(&expires_at.to_string()), "{message}");
     let metrics = env.metrics().await;
-    assert!(metrics.contains(&format!(
-        "toma_credential_expiration_timestamp_seconds{{namespace=\"{}\",name=\"web\"}} {}",
-        env.namespace,
-        expires_at.as_second()
-    )));
-    assert!(metrics.contains(&format!(
-        "toma_credential_ready{{namespace=\"{}\",name=\"web\"}} 0",
-        env.namespace
-    )));
+    assert!(
+        metrics.contains(&format!(
+            "toma_credential_expiration_timestamp_seconds{{namespace=\"{}\",name=\"web\"}} {}",
+            env.namespace,
+            expires_at.as_second()
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "toma_credential_ready{{namespace=\"{}\",name=\"web\"}} 0",
+            env.namespace
+        )),
+        "{metrics}"
+    );
 
     // Doubling alone (waits of 5, 10, 20 s) would try 4 times before expiry; capping each wait
     // at a quarter of the remaining life tries more often the nearer expiry is.
@@ -191,6 +180,10 @@ async fn a_credential_near_expiry_is_retried_more_often_while_the_provider_fails
     assert!(attempts >= 7, "only {attempts} attempts before expiry");
     let secret = env.secrets().get("web").await.unwrap();
     assert!(secret.data.is_some(), "the Secret was blanked");
+    assert_eq!(
+        secret.data, kept.data,
+        "the Secret changed while the provider failed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

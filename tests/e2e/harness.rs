@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use fake_cloudflare::FakeCloudflare;
@@ -32,6 +32,11 @@ pub struct Toma {
 }
 
 impl Toma {
+    /// A toma process `child` serving /readyz and /metrics on `http`; killed on drop.
+    pub fn new(child: Child, http: String) -> Toma {
+        Toma { child, http }
+    }
+
     pub async fn is_ready(&self) -> bool {
         let url = format!("http://{}/readyz", self.http);
         reqwest::get(&url).await.is_ok_and(|r| r.status().is_success())
@@ -72,30 +77,39 @@ impl Drop for Env {
     }
 }
 
-fn kubeconfig() -> String {
+pub fn kubeconfig() -> String {
     std::env::var("KUBECONFIG").expect("KUBECONFIG must point at the test control plane: run `make test`")
 }
 
-/// Runs kubectl with the test kubeconfig, feeding `stdin` if given. Ok(stdout) or Err(stderr).
-pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-    let mut child = Command::new("kubectl")
+/// Runs `program` (kubectl, helm) with the test kubeconfig, feeding `stdin` if given.
+pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(program)
         .args(args)
         .env("KUBECONFIG", kubeconfig())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("kubectl is on PATH (hack/cluster.sh env)");
+        .unwrap_or_else(|e| panic!("{program} is on PATH (hack/cluster.sh env): {e}"));
     if let Some(input) = stdin {
         child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     }
     drop(child.stdin.take());
-    let output = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Ok(stdout) if `output` is a success, else Err(stderr).
+pub fn stdout_or_stderr(output: Output) -> Result<String, String> {
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
         Err(String::from_utf8_lossy(&output.stderr).into_owned())
     }
+}
+
+/// Runs kubectl with the test kubeconfig, feeding `stdin` if given. Ok(stdout) or Err(stderr).
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    stdout_or_stderr(run("kubectl", args, stdin))
 }
 
 pub fn apply(manifest: &str) {
@@ -122,6 +136,36 @@ fn delete_namespace(namespace: &str) {
 /// A ClusterTurnKey named `namespace` for the fake Cloudflare at `base_url`, with its token in a
 /// Secret `cloudflare-turn` in `namespace`.
 pub fn apply_cloudflare_key(namespace: &str, token: &str, base_url: &str) {
+    apply_token_and_key(
+        namespace,
+        token,
+        &format!("kind: ClusterTurnKey\nmetadata: {{name: {namespace}}}"),
+        &format!(", namespace: {namespace}"),
+        base_url,
+    );
+}
+
+/// A TurnKey `cloudflare` in `namespace` for the fake Cloudflare at `base_url`, with its token
+/// in a Secret `cloudflare-turn` beside it.
+pub fn apply_cloudflare_turn_key(namespace: &str, token: &str, base_url: &str) {
+    apply_token_and_key(
+        namespace,
+        token,
+        &format!("kind: TurnKey\nmetadata: {{name: cloudflare, namespace: {namespace}}}"),
+        "",
+        base_url,
+    );
+}
+
+/// The Secret `cloudflare-turn` in `namespace` holding `token`, and the key described by
+/// `kind_and_metadata` reading it (`secret_ref_extra` completes its apiTokenSecretRef).
+fn apply_token_and_key(
+    namespace: &str,
+    token: &str,
+    kind_and_metadata: &str,
+    secret_ref_extra: &str,
+    base_url: &str,
+) {
     apply(&format!(
         r#"
 apiVersion: v1
@@ -130,22 +174,75 @@ metadata: {{name: cloudflare-turn, namespace: {namespace}}}
 stringData: {{api-token: "{token}"}}
 ---
 apiVersion: toma.dev/v1alpha1
-kind: ClusterTurnKey
-metadata: {{name: {namespace}}}
+{kind_and_metadata}
 spec:
   cloudflare:
     keyId: {KEY_ID}
-    apiTokenSecretRef: {{name: cloudflare-turn, key: api-token, namespace: {namespace}}}
+    apiTokenSecretRef: {{name: cloudflare-turn, key: api-token{secret_ref_extra}}}
     baseUrl: {base_url}
 "#
     ));
+}
+
+/// A TurnCredential `name` in `namespace` with `keyRef: {key_ref}` and extra spec lines.
+pub fn apply_credential(namespace: &str, name: &str, key_ref: &str, extra_spec: &str) {
+    apply(&format!(
+        r#"
+apiVersion: toma.dev/v1alpha1
+kind: TurnCredential
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  keyRef: {key_ref}
+{extra_spec}
+"#
+    ));
+}
+
+/// Sets the annotation `toma.dev/rotate={value}` on the TurnCredential, which forces a rotation
+/// whenever the value changes.
+pub fn force_rotation(namespace: &str, name: &str, value: &str) {
+    kubectl(
+        &[
+            "annotate",
+            "tc",
+            name,
+            "-n",
+            namespace,
+            &format!("toma.dev/rotate={value}"),
+            "--overwrite",
+        ],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("annotating {namespace}/{name}: {e}"));
+}
+
+/// A client for the test control plane, as its admin.
+pub async fn client() -> Client {
+    toma::install_crypto_provider();
+    Client::try_default()
+        .await
+        .expect("a client for the test control plane")
+}
+
+/// The fake Cloudflare with `config`, knowing the key KEY_ID with the token TOKEN.
+pub async fn start_fake_cloudflare(config: fake_cloudflare::Config) -> FakeCloudflare {
+    let fake = FakeCloudflare::start(config).await.unwrap();
+    fake.add_key(KEY_ID, TOKEN);
+    fake
+}
+
+/// Where toma's log goes for the log name `name`, appended across restarts.
+pub fn log_path(name: &str) -> std::path::PathBuf {
+    let logs = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    logs.join(format!("{name}.log"))
 }
 
 /// A credential renewed about 10 s after each mint (valid 60 s, renewed 50 s before expiry,
 /// less up to 2.5 s of jitter).
 pub const SHORT_LIVED: &str = "  ttlSeconds: 60\n  renewBeforeSeconds: 50";
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -163,12 +260,9 @@ impl Env {
 
     /// A fresh namespace named after the test and the fake Cloudflare with one key.
     pub async fn without_toma(test: &str) -> Env {
-        toma::install_crypto_provider();
         // A random suffix keeps concurrent runs on one control plane apart.
         let namespace = format!("e2e-{test}-{:04x}", rand::random::<u16>()).replace('_', "-");
-        let client = Client::try_default()
-            .await
-            .expect("a client for the test control plane");
+        let client = client().await;
         let namespaces: Api<Namespace> = Api::all(client.clone());
         // A leftover from an earlier run goes first.
         if namespaces.get_opt(&namespace).await.unwrap().is_some() {
@@ -182,10 +276,7 @@ impl Env {
             serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap();
         namespaces.create(&PostParams::default(), &ns).await.unwrap();
 
-        let fake = FakeCloudflare::start(fake_cloudflare::Config::default())
-            .await
-            .unwrap();
-        fake.add_key(KEY_ID, TOKEN);
+        let fake = start_fake_cloudflare(fake_cloudflare::Config::default()).await;
         Env {
             client,
             namespace,
@@ -196,7 +287,13 @@ impl Env {
 
     /// Starts toma watching this test's namespace, and waits until it is ready.
     pub async fn start_toma(&mut self) {
-        let toma = self.spawn_toma(&[]);
+        self.start_toma_with(&[]).await;
+    }
+
+    /// Starts toma watching this test's namespace with `extra` flags, and waits until it is
+    /// ready.
+    pub async fn start_toma_with(&mut self, extra: &[&str]) {
+        let toma = self.spawn_toma(extra);
         toma.wait_ready().await;
         self.toma = Some(toma);
     }
@@ -205,12 +302,10 @@ impl Env {
     pub fn spawn_toma(&self, extra: &[&str]) -> Toma {
         let http = format!("127.0.0.1:{}", free_port());
         // Each test's toma logs to <target tmp>/e2e-logs/<namespace>.log, appended across restarts.
-        let logs = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs");
-        std::fs::create_dir_all(&logs).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(logs.join(format!("{}.log", self.namespace)))
+            .open(self.toma_log())
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_toma"))
             .args(["run", "--namespace", &self.namespace, "--http-addr", &http])
@@ -224,7 +319,12 @@ impl Env {
             .stderr(log)
             .spawn()
             .expect("the toma binary runs");
-        Toma { child, http }
+        Toma::new(child, http)
+    }
+
+    /// The log of every toma this test started.
+    pub fn toma_log(&self) -> std::path::PathBuf {
+        log_path(&self.namespace)
     }
 
     pub fn stop_toma(&mut self) {
@@ -238,17 +338,18 @@ impl Env {
 
     /// A TurnCredential `name` using this test's ClusterTurnKey, with extra spec lines.
     pub fn apply_credential(&self, name: &str, extra_spec: &str) {
-        let ns = &self.namespace;
-        apply(&format!(
-            r#"
-apiVersion: toma.dev/v1alpha1
-kind: TurnCredential
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  keyRef: {{kind: ClusterTurnKey, name: {ns}}}
-{extra_spec}
-"#
-        ));
+        let key_ref = format!("{{kind: ClusterTurnKey, name: {}}}", self.namespace);
+        self.apply_credential_with_key(name, &key_ref, extra_spec);
+    }
+
+    /// A TurnCredential `name` in this test's namespace with `keyRef: {key_ref}`.
+    pub fn apply_credential_with_key(&self, name: &str, key_ref: &str, extra_spec: &str) {
+        apply_credential(&self.namespace, name, key_ref, extra_spec);
+    }
+
+    /// Forces a rotation of the TurnCredential `name`: see [`force_rotation`].
+    pub fn force_rotation(&self, name: &str, value: &str) {
+        force_rotation(&self.namespace, name, value);
     }
 
     pub fn credentials(&self) -> Api<TurnCredential> {
@@ -261,20 +362,7 @@ spec:
 
     /// Waits until the TurnCredential's Ready condition has `reason`, and returns it.
     pub async fn wait_for_reason(&self, name: &str, reason: &str) -> TurnCredential {
-        let api = self.credentials();
-        let mut last = None;
-        for _ in 0..120 {
-            let tc = api.get(name).await.unwrap();
-            if ready(&tc).is_some_and(|(_, r)| r == reason) {
-                return tc;
-            }
-            last = Some(tc);
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        panic!(
-            "{name} never reached reason {reason}; last status: {:?}",
-            last.and_then(|tc| tc.status)
-        );
+        wait_for_reason(&self.credentials(), name, reason).await
     }
 
     /// toma's /metrics text.
@@ -286,6 +374,40 @@ spec:
             .text()
             .await
             .unwrap()
+    }
+}
+
+/// Waits up to 60 s until the TurnCredential's Ready condition has `reason`, and returns it.
+pub async fn wait_for_reason(api: &Api<TurnCredential>, name: &str, reason: &str) -> TurnCredential {
+    let what = format!("reason {reason}");
+    wait_until(api, name, &what, Duration::from_secs(60), |tc| {
+        ready(tc).is_some_and(|(_, r)| r == reason)
+    })
+    .await
+}
+
+/// Polls the TurnCredential every 500 ms until `check` holds, and returns it; after `limit`,
+/// panics naming `what` and showing the last status.
+pub async fn wait_until(
+    api: &Api<TurnCredential>,
+    name: &str,
+    what: &str,
+    limit: Duration,
+    check: impl Fn(&TurnCredential) -> bool,
+) -> TurnCredential {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let tc = api.get(name).await.unwrap();
+        if check(&tc) {
+            return tc;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "{name} never reached {what} within {limit:?}; last status: {:?}",
+                tc.status
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -351,14 +473,25 @@ impl Env {
     /// Waits until the TurnCredential has been rotated `more` times beyond what its status
     /// says now.
     pub async fn wait_for_more_rotations(&self, name: &str, more: i64, limit: Duration) {
+        let now = self
+            .credentials()
+            .get(name)
+            .await
+            .unwrap()
+            .status
+            .map_or(0, |s| s.rotations);
+        self.wait_for_rotations(name, now + more, limit).await;
+    }
+
+    /// Waits until the TurnCredential's status counts at least `rotations` rotations.
+    pub async fn wait_for_rotations(&self, name: &str, rotations: i64, limit: Duration) {
         let api = self.credentials();
-        let now = api.get(name).await.unwrap().status.map_or(0, |s| s.rotations);
         eventually(limit, || async {
             api.get(name)
                 .await
                 .unwrap()
                 .status
-                .is_some_and(|s| s.rotations >= now + more)
+                .is_some_and(|s| s.rotations >= rotations)
         })
         .await;
     }

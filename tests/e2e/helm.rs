@@ -8,17 +8,20 @@
 //! authorized by exactly the roles the chart installed.
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use fake_cloudflare::FakeCloudflare;
-use kube::{Api, Client};
+use kube::Api;
 use serde_json::{Value, json};
 use toma::api::TurnCredential;
 
-use crate::harness::{self, KEY_ID, TOKEN, apply, eventually, kubectl, ready};
+use crate::harness::{
+    TOKEN, Toma, apply, apply_cloudflare_key, apply_cloudflare_turn_key, apply_credential, client,
+    eventually, force_rotation, free_port, kubectl, log_path, ready, run, start_fake_cloudflare,
+    stdout_or_stderr, wait_for_reason, wait_until,
+};
 
 const KUBE_VERSION: &str = "1.37.2";
 
@@ -26,36 +29,9 @@ fn chart() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/toma")
 }
 
-fn kubeconfig() -> String {
-    std::env::var("KUBECONFIG").expect("KUBECONFIG must point at the test control plane: run `make test`")
-}
-
-/// Runs `program` with the test kubeconfig, feeding `stdin` if given.
-fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(program)
-        .args(args)
-        .env("KUBECONFIG", kubeconfig())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{program} is on PATH (hack/cluster.sh env): {e}"));
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
-}
-
 /// Runs helm. Ok(stdout) or Err(stderr).
 fn helm(args: &[&str]) -> Result<String, String> {
-    let output = run("helm", args, None);
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
+    stdout_or_stderr(run("helm", args, None))
 }
 
 /// `helm template` of the chart with `--set` values, as parsed documents.
@@ -158,14 +134,6 @@ fn exported_metrics() -> String {
         })
         .inc();
     metrics.encode()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A release of the chart in a namespace of its own. Dropping it uninstalls the release and
@@ -343,9 +311,14 @@ fn service_account_kubeconfig(release: &Release) -> PathBuf {
         None,
     )
     .unwrap();
+    // --raw: the CA data itself. The admin's client key comes with it, so `admin` is never
+    // printed.
     let admin = get_json_raw(&["config", "view", "--raw", "--minify", "-o", "json"]);
     let cluster = admin["clusters"][0]["cluster"].clone();
-    assert!(cluster["server"].is_string(), "no server in {admin}");
+    assert!(
+        cluster["server"].is_string(),
+        "no server in the test kubeconfig's first cluster"
+    );
     let config = json!({
         "apiVersion": "v1",
         "kind": "Config",
@@ -360,14 +333,14 @@ fn service_account_kubeconfig(release: &Release) -> PathBuf {
 }
 
 fn get_json_raw(args: &[&str]) -> Value {
-    serde_json::from_str(&kubectl(args, None).unwrap()).unwrap()
+    let out = kubectl(args, None).unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"));
+    serde_json::from_str(&out).unwrap()
 }
 
 /// The real toma binary, authenticated as the chart's ServiceAccount, logging to
-/// target/tmp/e2e-logs/<name>.log.
+/// target/tmp/e2e-logs/<name>.log. Killed on drop.
 struct Operator {
-    child: Child,
-    http: String,
+    _toma: Toma,
     log: PathBuf,
 }
 
@@ -399,7 +372,8 @@ fn container_command(release: &Release, pod: &str) -> (Vec<String>, Vec<(String,
 }
 
 impl Operator {
-    /// Runs `toma run` with the chart container's `args` and `env` plus `extra_args`.
+    /// Runs `toma run` with the chart container's `args` and `env` plus `extra_args`, and
+    /// waits until it is ready.
     async fn start(
         kubeconfig: &Path,
         log_name: &str,
@@ -408,9 +382,7 @@ impl Operator {
     ) -> Operator {
         toma::install_crypto_provider();
         let http = format!("127.0.0.1:{}", free_port());
-        let logs = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs");
-        std::fs::create_dir_all(&logs).unwrap();
-        let log = logs.join(format!("{log_name}.log"));
+        let log = log_path(log_name);
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_toma"))
             .arg("run")
@@ -424,48 +396,22 @@ impl Operator {
             .stderr(file)
             .spawn()
             .expect("the toma binary runs");
-        let operator = Operator { child, http, log };
-        let url = format!("http://{}/readyz", operator.http);
-        eventually(Duration::from_secs(30), || async {
-            reqwest::get(&url).await.is_ok_and(|r| r.status().is_success())
-        })
-        .await;
-        operator
+        let toma = Toma::new(child, http);
+        toma.wait_ready().await;
+        Operator { _toma: toma, log }
+    }
+
+    /// Runs toma as `release`'s ServiceAccount with the command line and environment of the
+    /// release's Deployment for pod `pod`, plus `extra_args`.
+    async fn for_release(release: &Release, pod: &str, extra_args: &[&str]) -> Operator {
+        let kubeconfig = service_account_kubeconfig(release);
+        let command = container_command(release, pod);
+        Operator::start(&kubeconfig, &release.namespace, command, extra_args).await
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap()
     }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn wait_for_reason(api: &Api<TurnCredential>, name: &str, reason: &str) -> TurnCredential {
-    let mut last = None;
-    for _ in 0..120 {
-        let tc = api.get(name).await.unwrap();
-        if ready(&tc).is_some_and(|(_, r)| r == reason) {
-            return tc;
-        }
-        last = Some(tc);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    panic!(
-        "{name} never reached reason {reason}; last status: {:?}",
-        last.and_then(|tc| tc.status)
-    );
-}
-
-async fn admin_client() -> Client {
-    toma::install_crypto_provider();
-    Client::try_default()
-        .await
-        .expect("a client for the test control plane")
 }
 
 /// A Deployment for rolloutRestartTargets. Its pods never run (there is no kubelet).
@@ -488,21 +434,15 @@ spec:
 /// The happy path through the operator: Issued, the Secret written, an Event recorded, a
 /// forced rotation restarting the consumer Deployment, and the Secret collected with its
 /// TurnCredential. Every write is made by toma under the chart's RBAC.
-async fn happy_path(client: &Client, namespace: &str, key_ref: &str, fake: &FakeCloudflare) {
+async fn happy_path(namespace: &str, key_ref: &str, fake: &FakeCloudflare) {
     apply(&consumer_deployment(namespace));
-    apply(&format!(
-        r#"
-apiVersion: toma.dev/v1alpha1
-kind: TurnCredential
-metadata: {{name: web, namespace: {namespace}}}
-spec:
-  keyRef: {key_ref}
-  ttlSeconds: 3600
-  secretName: web-ice
-  rolloutRestartTargets: [{{kind: Deployment, name: consumer}}]
-"#
-    ));
-    let credentials: Api<TurnCredential> = Api::namespaced(client.clone(), namespace);
+    apply_credential(
+        namespace,
+        "web",
+        key_ref,
+        "  ttlSeconds: 3600\n  secretName: web-ice\n  rolloutRestartTargets: [{kind: Deployment, name: consumer}]",
+    );
+    let credentials: Api<TurnCredential> = Api::namespaced(client().await, namespace);
     let tc = wait_for_reason(&credentials, "web", "Issued").await;
     assert_eq!(fake.mints().len(), 1);
 
@@ -530,19 +470,7 @@ spec:
         "toma recorded an Issued Event: {events}"
     );
 
-    kubectl(
-        &[
-            "annotate",
-            "tc",
-            "web",
-            "-n",
-            namespace,
-            "toma.dev/rotate=1",
-            "--overwrite",
-        ],
-        None,
-    )
-    .unwrap();
+    force_rotation(namespace, "web", "1");
     eventually(Duration::from_secs(30), || async {
         get_json(&["deployment", "consumer", "-n", namespace])["spec"]["template"]["metadata"]["annotations"]
             ["toma.dev/restartedAt"]
@@ -1006,37 +934,20 @@ async fn chart_rbac_is_enough_for_the_whole_happy_path_and_no_more() {
     ];
     assert_can_i(&release.service_account(), &table);
 
-    let fake = FakeCloudflare::start(fake_cloudflare::Config::default())
-        .await
-        .unwrap();
-    fake.add_key(KEY_ID, TOKEN);
+    let fake = start_fake_cloudflare(fake_cloudflare::Config::default()).await;
     // The token Secret lives in toma's namespace, as in the documented install.
-    harness::apply_cloudflare_key(&ns, TOKEN, &fake.base_url());
+    apply_cloudflare_key(&ns, TOKEN, &fake.base_url());
     let _key = ClusterTurnKeyGuard(ns.clone());
 
-    let kubeconfig = service_account_kubeconfig(&release);
     // toma runs with the chart's own arguments and environment. It watches the app namespace
     // only (the one extra flag), so that it leaves alone the TurnCredentials of the tests
     // running beside this one; the ClusterRole still authorizes every call, and the can-i
     // table above covers the cluster-wide list and watch.
-    let operator = Operator::start(
-        &kubeconfig,
-        &ns,
-        container_command(&release, "helm-rbac-0"),
-        &["--namespace", app],
-    )
-    .await;
+    let operator = Operator::for_release(&release, "helm-rbac-0", &["--namespace", app]).await;
     let lease = get_json(&["lease", &name, "-n", &ns]);
     assert_eq!(lease["spec"]["holderIdentity"], "helm-rbac-0");
 
-    let client = admin_client().await;
-    happy_path(
-        &client,
-        app,
-        &format!("{{kind: ClusterTurnKey, name: {ns}}}"),
-        &fake,
-    )
-    .await;
+    happy_path(app, &format!("{{kind: ClusterTurnKey, name: {ns}}}"), &fake).await;
     let log = operator.log().to_lowercase();
     assert!(!log.contains("forbidden"), "toma was refused something:\n{log}");
 }
@@ -1110,53 +1021,30 @@ async fn namespaced_chart_confines_toma_to_the_namespace_it_watches() {
     ];
     assert_can_i(&release.service_account(), &table);
 
-    let fake = FakeCloudflare::start(fake_cloudflare::Config::default())
-        .await
-        .unwrap();
-    fake.add_key(KEY_ID, TOKEN);
-    let base_url = fake.base_url();
-    apply(&format!(
-        r#"
-apiVersion: v1
-kind: Secret
-metadata: {{name: cloudflare-turn, namespace: {app}}}
-stringData: {{api-token: "{TOKEN}"}}
----
-apiVersion: toma.dev/v1alpha1
-kind: TurnKey
-metadata: {{name: cloudflare, namespace: {app}}}
-spec:
-  cloudflare:
-    keyId: {KEY_ID}
-    apiTokenSecretRef: {{name: cloudflare-turn, key: api-token}}
-    baseUrl: {base_url}
-"#
-    ));
-    let kubeconfig = service_account_kubeconfig(&release);
+    let fake = start_fake_cloudflare(fake_cloudflare::Config::default()).await;
+    apply_cloudflare_turn_key(app, TOKEN, &fake.base_url());
     // Exactly the chart's command line: in namespaced mode it already names the namespace.
-    let _operator = Operator::start(&kubeconfig, &ns, container_command(&release, "helm-nsd-0"), &[]).await;
-    let client = admin_client().await;
-    happy_path(&client, app, "{kind: TurnKey, name: cloudflare}", &fake).await;
+    let _operator = Operator::for_release(&release, "helm-nsd-0", &[]).await;
+    happy_path(app, "{kind: TurnKey, name: cloudflare}", &fake).await;
 
     // A ClusterTurnKey is out of reach in namespaced mode, and the TurnCredential says so.
-    apply(&format!(
-        "apiVersion: toma.dev/v1alpha1\nkind: TurnCredential\nmetadata: {{name: cluster-key, namespace: {app}}}\nspec:\n  keyRef: {{kind: ClusterTurnKey, name: anything}}\n"
-    ));
-    let credentials: Api<TurnCredential> = Api::namespaced(client.clone(), app);
-    let mut message = None;
-    for _ in 0..120 {
-        let tc = credentials.get("cluster-key").await.unwrap();
-        message = tc
-            .status
-            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
-            .filter(|c| c.status == "False")
-            .map(|c| c.message);
-        if message.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let message = message.expect("the TurnCredential is reported not Ready");
+    apply_credential(app, "cluster-key", "{kind: ClusterTurnKey, name: anything}", "");
+    let credentials: Api<TurnCredential> = Api::namespaced(client().await, app);
+    let tc = wait_until(
+        &credentials,
+        "cluster-key",
+        "Ready False",
+        Duration::from_secs(30),
+        |tc| ready(tc).is_some_and(|(status, _)| status == "False"),
+    )
+    .await;
+    let status = tc.status.unwrap();
+    let message = &status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message;
     assert!(
         message.contains("ClusterTurnKey anything") && message.to_lowercase().contains("forbidden"),
         "{message}"

@@ -55,7 +55,10 @@ async fn applied_credential_produces_the_documented_secret_and_status() {
     let issued_at = status.issued_at.unwrap().0;
     assert_eq!(expires_at.as_second() - issued_at.as_second(), 3600);
     let renewal = status.renewal_time.unwrap().0;
-    assert!(renewal < expires_at && renewal.as_second() >= issued_at.as_second() + 2400 - 60);
+    assert!(
+        renewal < expires_at && renewal.as_second() >= issued_at.as_second() + 2400 - 60,
+        "renewal at {renewal} for a credential issued at {issued_at}, expiring at {expires_at}"
+    );
     assert_eq!(status.observed_generation, tc.metadata.generation);
 
     let table = kubectl(&["get", "tc", "-n", &env.namespace], None).unwrap();
@@ -66,15 +69,21 @@ async fn applied_credential_produces_the_documented_secret_and_status() {
         "{table}"
     );
     let metrics = env.metrics().await;
-    assert!(metrics.contains(&format!(
-        "toma_credential_ready{{namespace=\"{}\",name=\"web\"}} 1",
-        env.namespace
-    )));
-    assert!(metrics.contains(&format!(
-        "toma_credential_expiration_timestamp_seconds{{namespace=\"{}\",name=\"web\"}} {}",
-        env.namespace,
-        expires_at.as_second()
-    )));
+    assert!(
+        metrics.contains(&format!(
+            "toma_credential_ready{{namespace=\"{}\",name=\"web\"}} 1",
+            env.namespace
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "toma_credential_expiration_timestamp_seconds{{namespace=\"{}\",name=\"web\"}} {}",
+            env.namespace,
+            expires_at.as_second()
+        )),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,21 +93,18 @@ async fn short_lived_credential_rotates_on_time_with_one_mint_per_rotation() {
     env.apply_cloudflare_key(TOKEN);
     env.apply_credential("web", SHORT_LIVED);
 
-    let api = env.credentials();
-    eventually(Duration::from_secs(60), || async {
-        api.get("web")
-            .await
-            .unwrap()
-            .status
-            .is_some_and(|s| s.rotations >= 4)
-    })
-    .await;
+    env.wait_for_rotations("web", 4, Duration::from_secs(60)).await;
 
-    let tc = api.get("web").await.unwrap();
+    let tc = env.credentials().get("web").await.unwrap();
     let status = tc.status.unwrap();
     let mints = env.fake.mints();
     // Between reading status and mints another rotation may have begun.
-    assert!(mints.len() as i64 == status.rotations || mints.len() as i64 == status.rotations + 1);
+    assert!(
+        mints.len() as i64 == status.rotations || mints.len() as i64 == status.rotations + 1,
+        "{} mints for {} rotations",
+        mints.len(),
+        status.rotations
+    );
     for pair in mints.windows(2) {
         let gap = pair[1].issued_at - pair[0].issued_at;
         assert!(
@@ -268,19 +274,7 @@ async fn forced_rotation_annotation_mints_a_new_credential() {
     env.apply_credential("web", "  ttlSeconds: 3600");
     env.wait_for_reason("web", "Issued").await;
 
-    kubectl(
-        &[
-            "annotate",
-            "tc",
-            "web",
-            "-n",
-            &env.namespace,
-            "toma.dev/rotate=1",
-            "--overwrite",
-        ],
-        None,
-    )
-    .unwrap();
+    env.force_rotation("web", "1");
     eventually(Duration::from_secs(20), || async { env.fake.mints().len() == 2 }).await;
     eventually(Duration::from_secs(20), || async {
         env.credentials()
@@ -302,15 +296,13 @@ async fn failures_set_ready_false_with_the_right_reason_and_disturb_nothing() {
     let ns = env.namespace.clone();
 
     // A TurnKey that does not exist.
-    apply(&format!(
-        "apiVersion: toma.dev/v1alpha1\nkind: TurnCredential\nmetadata: {{name: no-key, namespace: {ns}}}\nspec:\n  keyRef: {{name: missing}}\n"
-    ));
+    env.apply_credential_with_key("no-key", "{name: missing}", "");
     let tc = env.wait_for_reason("no-key", "KeyNotFound").await;
     assert_eq!(ready(&tc).unwrap().0, "False");
+    let message = &tc.status.unwrap().conditions[0].message;
     assert!(
-        tc.status.unwrap().conditions[0]
-            .message
-            .contains(&format!("TurnKey {ns}/missing not found"))
+        message.contains(&format!("TurnKey {ns}/missing not found")),
+        "{message}"
     );
 
     // A key whose token Secret is missing.
@@ -321,16 +313,11 @@ kind: TurnKey
 metadata: {{name: tokenless, namespace: {ns}}}
 spec:
   cloudflare: {{keyId: {key}, apiTokenSecretRef: {{name: nowhere, key: api-token}}, baseUrl: {url}}}
----
-apiVersion: toma.dev/v1alpha1
-kind: TurnCredential
-metadata: {{name: no-token, namespace: {ns}}}
-spec:
-  keyRef: {{name: tokenless}}
 "#,
         key = harness::KEY_ID,
         url = env.fake.base_url()
     ));
+    env.apply_credential_with_key("no-token", "{name: tokenless}", "");
     env.wait_for_reason("no-token", "TokenNotFound").await;
 
     // A wrong token: Unauthorized, and the token appears in no status or Event.
@@ -340,9 +327,14 @@ spec:
     assert!(env.secrets().get_opt("wrong-token").await.unwrap().is_none());
     let events = kubectl(&["get", "events", "-n", &ns, "-o", "json"], None).unwrap();
     assert!(events.contains("Unauthorized"), "a Warning Event was recorded");
+    // The messages name where the token leaked, never the token.
     assert!(
-        !events.contains("wrong-token-e2e-secret")
-            && !format!("{:?}", tc.status).contains("wrong-token-e2e-secret")
+        !events.contains("wrong-token-e2e-secret"),
+        "an Event carries the token"
+    );
+    assert!(
+        !format!("{:?}", tc.status).contains("wrong-token-e2e-secret"),
+        "the status carries the token"
     );
 
     // A foreign Secret of the same name: SecretConflict, and the Secret is left as it was.
@@ -357,7 +349,6 @@ spec:
     assert!(foreign.owner_references().is_empty() && foreign.data.unwrap().len() == 1);
 
     // Fixing the token recovers the Unauthorized credential.
-    let _ = env.credentials().get("wrong-token").await.unwrap();
     env.wait_for_reason("wrong-token", "Issued").await;
 }
 
@@ -407,19 +398,8 @@ async fn with_two_replicas_one_leads_and_the_other_takes_over_when_it_dies() {
         mints.len(),
         status.rotations
     );
-    let leases = kubectl(
-        &[
-            "get",
-            "lease",
-            "toma-e2e",
-            "-n",
-            &env.namespace,
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ],
-        None,
-    );
-    assert!(leases.is_ok_and(|holder| !holder.is_empty()));
+    let holder = lease_holder(&env.namespace);
+    assert!(!holder.is_empty(), "the Lease toma-e2e has no holder");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -477,28 +457,14 @@ async fn sigterm_stops_cleanly_and_releases_the_lease_to_the_standby() {
     );
     // The lease is released, not left to lapse: it has no holder until the standby takes it
     // (the standby looks again when the old lease would have expired).
-    let holder = kubectl(
-        &[
-            "get",
-            "lease",
-            "toma-e2e",
-            "-n",
-            &env.namespace,
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ],
-        None,
-    )
-    .unwrap();
+    let holder = lease_holder(&env.namespace);
     assert!(
         holder.is_empty() || second.is_ready().await,
         "the lease is still held by {holder}"
     );
     eventually(Duration::from_secs(20), || second.is_ready()).await;
 
-    let log_path =
-        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-logs/{}.log", env.namespace));
-    let log = std::fs::read_to_string(log_path).unwrap();
+    let log = std::fs::read_to_string(env.toma_log()).unwrap();
     assert!(log.lines().count() > 3);
     for line in log.lines() {
         let entry: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
@@ -508,4 +474,21 @@ async fn sigterm_stops_cleanly_and_releases_the_lease_to_the_standby() {
         );
     }
     assert!(log.contains("lease released"));
+}
+
+/// The holder of the Lease `toma-e2e` in `namespace`, empty when none holds it.
+fn lease_holder(namespace: &str) -> String {
+    kubectl(
+        &[
+            "get",
+            "lease",
+            "toma-e2e",
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("reading the Lease toma-e2e: {e}"))
 }

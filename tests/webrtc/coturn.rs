@@ -97,6 +97,24 @@ impl Coturn {
         let needle = format!("user <{username}>: incoming packet message processed, error 401");
         self.log().lines().any(|line| line.contains(&needle))
     }
+
+    /// Asserts that coturn logged a successful ALLOCATE for `username`.
+    pub fn assert_allocated_for(&self, username: &str) {
+        assert!(
+            self.allocated_for(username),
+            "coturn logged no allocation for {username}:\n{}",
+            self.log()
+        );
+    }
+
+    /// Asserts that coturn refused `username` with 401 and allocated nothing for it.
+    pub fn assert_refused(&self, username: &str) {
+        assert!(
+            self.refused(username) && !self.allocated_for(username),
+            "coturn should refuse {username} with 401 and allocate nothing:\n{}",
+            self.log()
+        );
+    }
 }
 
 /// coturn's command line, every choice explained:

@@ -20,33 +20,20 @@ mod uclient;
 
 use browser::Gathered;
 use coturn::Coturn;
-use fake_cloudflare::{FakeCloudflare, UrlSet};
-use harness::{Env, KEY_ID, TOKEN, apply, text};
+use fake_cloudflare::UrlSet;
+use harness::{Env, TOKEN, apply, start_fake_cloudflare, text};
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the control plane of `make test`"]
 async fn shared_secret_credential_gathers_a_relay_candidate_from_coturn_in_chromium() {
-    let coturn = Coturn::start();
-    let env = Env::start("webrtc-shared-secret").await;
-    apply_shared_secret_key(
-        &env,
-        &coturn.secret,
-        &[coturn.stun(), coturn.turn_udp(), coturn.turn_tcp()],
-    );
-    apply_credential(&env, "web", "  ttlSeconds: 3600");
-
-    let ice = issued_ice_json(&env, "web").await;
+    let (coturn, _env, ice) = issued_by_coturns_key("webrtc-shared-secret", WITH_STUN, "").await;
     let gathered = browser::gather(ice.clone()).await;
 
     assert_relayed_by(&gathered, &coturn);
     let (username, _) = turn_pair(&ice);
-    assert!(
-        coturn.allocated_for(&username),
-        "coturn logged no allocation for {username}:\n{}",
-        coturn.log()
-    );
+    coturn.assert_allocated_for(&username);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,14 +44,12 @@ async fn cloudflare_credential_minted_through_the_fake_gathers_a_relay_candidate
     // The fake Cloudflare in TURN REST mode: it answers generate-ice-servers with coturn's URLs
     // and a credential signed with coturn's secret, as Cloudflare's TURN service would for its
     // own servers. Everything but Cloudflare itself is real.
-    env.fake = FakeCloudflare::start(fake_cloudflare::Config {
+    env.fake = start_fake_cloudflare(fake_cloudflare::Config {
         turn_secret: Some(coturn.secret.clone()),
         urls: UrlSet::Custom(vec![coturn.turn_udp(), coturn.turn_tcp()]),
         ..Default::default()
     })
-    .await
-    .unwrap();
-    env.fake.add_key(KEY_ID, TOKEN);
+    .await;
     env.apply_cloudflare_key(TOKEN);
     env.apply_credential("web", "  ttlSeconds: 3600");
 
@@ -80,21 +65,13 @@ async fn cloudflare_credential_minted_through_the_fake_gathers_a_relay_candidate
     let gathered = browser::gather(ice).await;
 
     assert_relayed_by(&gathered, &coturn);
-    assert!(
-        coturn.allocated_for(&username),
-        "coturn logged no allocation for {username}:\n{}",
-        coturn.log()
-    );
+    coturn.assert_allocated_for(&username);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the control plane of `make test`"]
 async fn tampered_credential_gathers_no_relay_candidate() {
-    let coturn = Coturn::start();
-    let env = Env::start("webrtc-tampered").await;
-    apply_shared_secret_key(&env, &coturn.secret, &[coturn.turn_udp(), coturn.turn_tcp()]);
-    apply_credential(&env, "web", "  ttlSeconds: 3600");
-    let ice = issued_ice_json(&env, "web").await;
+    let (coturn, _env, ice) = issued_by_coturns_key("webrtc-tampered", WITHOUT_STUN, "").await;
     let (username, credential) = turn_pair(&ice);
 
     // One character of the credential changed; everything else as in the Secret.
@@ -104,11 +81,7 @@ async fn tampered_credential_gathers_no_relay_candidate() {
     let gathered = browser::gather(with_turn_pair(&ice, &username, &tampered)).await;
 
     assert_refused_by(&gathered, &coturn);
-    assert!(
-        coturn.refused(&username) && !coturn.allocated_for(&username),
-        "coturn should refuse {username} with 401 and allocate nothing:\n{}",
-        coturn.log()
-    );
+    coturn.assert_refused(&username);
     // The same page with the Secret's bytes, unchanged: the refusal came from the edit alone.
     assert_relayed_by(&browser::gather(ice).await, &coturn);
 }
@@ -116,11 +89,7 @@ async fn tampered_credential_gathers_no_relay_candidate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the control plane of `make test`"]
 async fn expired_credential_gathers_no_relay_candidate() {
-    let coturn = Coturn::start();
-    let env = Env::start("webrtc-expired").await;
-    apply_shared_secret_key(&env, &coturn.secret, &[coturn.turn_udp(), coturn.turn_tcp()]);
-    apply_credential(&env, "web", "  ttlSeconds: 3600");
-    let ice = issued_ice_json(&env, "web").await;
+    let (coturn, env, ice) = issued_by_coturns_key("webrtc-expired", WITHOUT_STUN, "").await;
 
     // The username coturn checks the expiry against is the expiry toma reports.
     let (username, _) = turn_pair(&ice);
@@ -141,11 +110,7 @@ async fn expired_credential_gathers_no_relay_candidate() {
     let (expired, expired_credential) = sign(now - 60);
     let gathered = browser::gather(with_turn_pair(&ice, &expired, &expired_credential)).await;
     assert_refused_by(&gathered, &coturn);
-    assert!(
-        coturn.refused(&expired) && !coturn.allocated_for(&expired),
-        "coturn should refuse the expired {expired}:\n{}",
-        coturn.log()
-    );
+    coturn.assert_refused(&expired);
 
     let (fresh, fresh_credential) = sign(now + 3600);
     let gathered = browser::gather(with_turn_pair(&ice, &fresh, &fresh_credential)).await;
@@ -159,7 +124,7 @@ async fn credential_from_a_turn_key_with_another_secret_gathers_no_relay_candida
     let env = Env::start("webrtc-wrong-secret").await;
     let not_coturns = format!("{}-not", coturn.secret);
     apply_shared_secret_key(&env, &not_coturns, &[coturn.turn_udp(), coturn.turn_tcp()]);
-    apply_credential(&env, "web", "  ttlSeconds: 3600");
+    env.apply_credential_with_key("web", COTURN_KEY, "  ttlSeconds: 3600");
     // toma cannot tell: the credential is Issued, and useless.
     let ice = issued_ice_json(&env, "web").await;
     let (username, _) = turn_pair(&ice);
@@ -167,21 +132,13 @@ async fn credential_from_a_turn_key_with_another_secret_gathers_no_relay_candida
     let gathered = browser::gather(ice).await;
 
     assert_refused_by(&gathered, &coturn);
-    assert!(
-        coturn.refused(&username) && !coturn.allocated_for(&username),
-        "coturn should refuse {username}:\n{}",
-        coturn.log()
-    );
+    coturn.assert_refused(&username);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the control plane of `make test`"]
 async fn turnutils_uclient_relays_with_the_secrets_username_and_credential_and_fails_with_a_wrong_one() {
-    let coturn = Coturn::start();
-    let env = Env::start("webrtc-uclient").await;
-    apply_shared_secret_key(&env, &coturn.secret, &[coturn.turn_udp(), coturn.turn_tcp()]);
-    apply_credential(&env, "web", "  ttlSeconds: 3600");
-    issued_ice_json(&env, "web").await;
+    let (coturn, env, _) = issued_by_coturns_key("webrtc-uclient", WITHOUT_STUN, "").await;
     let secret = env.secrets().get("web").await.unwrap();
     let (username, credential) = (text(&secret, "username"), text(&secret, "credential"));
 
@@ -193,7 +150,7 @@ async fn turnutils_uclient_relays_with_the_secrets_username_and_credential_and_f
         "no data went through the relays (sent {sent}, received {received}):\n{}",
         good.output
     );
-    assert!(coturn.allocated_for(&username), "{}", coturn.log());
+    coturn.assert_allocated_for(&username);
 
     let wrong = format!("{credential}x");
     let bad = uclient::relay_through(coturn.port, &username, &wrong).await;
@@ -208,19 +165,8 @@ async fn turnutils_uclient_relays_with_the_secrets_username_and_credential_and_f
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the control plane of `make test`"]
 async fn tcp_only_url_filter_keeps_tcp_turn_urls_and_chromium_relays_over_tcp() {
-    let coturn = Coturn::start();
-    let env = Env::start("webrtc-tcp-only").await;
-    apply_shared_secret_key(
-        &env,
-        &coturn.secret,
-        &[coturn.stun(), coturn.turn_udp(), coturn.turn_tcp()],
-    );
-    apply_credential(
-        &env,
-        "web",
-        "  ttlSeconds: 3600\n  urlFilter: {transports: [tcp]}",
-    );
-    let ice = issued_ice_json(&env, "web").await;
+    let (coturn, env, ice) =
+        issued_by_coturns_key("webrtc-tcp-only", WITH_STUN, "  urlFilter: {transports: [tcp]}").await;
     let secret = env.secrets().get("web").await.unwrap();
 
     // STUN stays (it has no transport), UDP TURN goes.
@@ -240,13 +186,11 @@ async fn tcp_only_url_filter_keeps_tcp_turn_urls_and_chromium_relays_over_tcp() 
 #[ignore = "needs the control plane of `make test`"]
 async fn default_url_filter_drops_port_53_urls_from_the_secret() {
     let mut env = Env::start("webrtc-port-53").await;
-    env.fake = FakeCloudflare::start(fake_cloudflare::Config {
+    env.fake = start_fake_cloudflare(fake_cloudflare::Config {
         urls: UrlSet::WithPort53,
         ..Default::default()
     })
-    .await
-    .unwrap();
-    env.fake.add_key(KEY_ID, TOKEN);
+    .await;
     env.apply_cloudflare_key(TOKEN);
     env.apply_credential("default", "  ttlSeconds: 3600");
     env.apply_credential(
@@ -300,19 +244,26 @@ spec:
     ));
 }
 
-/// A TurnCredential `name` using the TurnKey `coturn` (keyRef kind defaults to TurnKey).
-fn apply_credential(env: &Env, name: &str, extra_spec: &str) {
-    let ns = &env.namespace;
-    apply(&format!(
-        r#"
-apiVersion: toma.dev/v1alpha1
-kind: TurnCredential
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  keyRef: {{name: coturn}}
-{extra_spec}
-"#
-    ));
+/// The keyRef of the TurnKey `coturn` (keyRef kind defaults to TurnKey).
+const COTURN_KEY: &str = "{name: coturn}";
+const WITH_STUN: bool = true;
+const WITHOUT_STUN: bool = false;
+
+/// coturn, and toma in a namespace named after `test` with a TurnKey `coturn` holding coturn's
+/// shared secret for coturn's TURN URLs (and its STUN URL first if `stun`), and a TurnCredential
+/// `web` valid for an hour, with `extra_spec` lines, issued from it. Returns the Secret's
+/// `iceServers.json` as [`issued_ice_json`] does.
+async fn issued_by_coturns_key(test: &str, stun: bool, extra_spec: &str) -> (Coturn, Env, Vec<u8>) {
+    let coturn = Coturn::start();
+    let env = Env::start(test).await;
+    let mut urls = vec![coturn.turn_udp(), coturn.turn_tcp()];
+    if stun {
+        urls.insert(0, coturn.stun());
+    }
+    apply_shared_secret_key(&env, &coturn.secret, &urls);
+    env.apply_credential_with_key("web", COTURN_KEY, &format!("  ttlSeconds: 3600\n{extra_spec}"));
+    let ice = issued_ice_json(&env, "web").await;
+    (coturn, env, ice)
 }
 
 /// Waits for the TurnCredential `name` to be Issued and returns the bytes of its Secret's
