@@ -4,18 +4,18 @@ use std::sync::Arc;
 
 use kube::Client;
 
-use crate::cloudflare::CloudflareClient;
-use crate::echoes::Echoes;
 use crate::events::Events;
-use crate::keys::KeyCache;
+use crate::key_resolver::KeyResolver;
 use crate::metrics::Metrics;
+use crate::own_writes::OwnWrites;
+use crate::provider::Providers;
 
 pub struct Context {
     pub client: Client,
-    pub cloudflare: CloudflareClient,
+    pub providers: Providers,
     pub events: Events,
     pub metrics: Arc<Metrics>,
-    pub keys: KeyCache,
-    /// Versions of Secrets toma wrote, so that their watch events do not wake it again.
-    pub echoes: Arc<Echoes>,
+    pub keys: KeyResolver,
+    /// toma's own Secret writes, so that their watch events do not wake it again.
+    pub own_writes: Arc<OwnWrites>,
 }

@@ -17,11 +17,11 @@ use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::TurnCredential;
-use crate::cloudflare::CloudflareClient;
 use crate::context::Context;
-use crate::echoes::Echoes;
 use crate::events;
 use crate::metrics::{CredentialLabels, Metrics};
+use crate::own_writes::OwnWrites;
+use crate::provider::Providers;
 use crate::reconcile::{error_policy, reconcile};
 use crate::secret::{MANAGED_BY, MANAGED_BY_LABEL};
 
@@ -81,15 +81,15 @@ fn reconcile_worthy(tc: &TurnCredential) -> Option<u64> {
 /// toma's: their contents never stream into toma, and other Secrets cost nothing.
 fn secret_changes(
     secrets: Api<PartialObjectMeta<Secret>>,
-    echoes: Arc<Echoes>,
+    own_writes: Arc<OwnWrites>,
 ) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> {
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
     watcher(secrets, owned).try_filter_map(move |event| {
         let changed = match event {
-            watcher::Event::Apply(secret) if !echoes.is_change(&secret) => None,
+            watcher::Event::Apply(secret) if !own_writes.is_change(&secret) => None,
             watcher::Event::Apply(secret) | watcher::Event::InitApply(secret) => Some(secret),
             watcher::Event::Delete(secret) => {
-                echoes.forget(&secret);
+                own_writes.forget(&secret);
                 Some(secret)
             }
             watcher::Event::Init | watcher::Event::InitDone => None,
@@ -145,18 +145,18 @@ pub async fn run(
         instance: settings.instance.clone(),
     };
     let (events, event_writer) = events::start(Recorder::new(client.clone(), reporter));
-    let (echoes, woken_by_secret_changes) = Echoes::new();
-    let echoes = Arc::new(echoes);
+    let (own_writes, woken_by_secret_changes) = OwnWrites::new();
+    let own_writes = Arc::new(own_writes);
     let ctx = Arc::new(Context {
         keys: Default::default(),
-        echoes: echoes.clone(),
-        cloudflare: CloudflareClient::new(settings.provider_timeout),
+        own_writes: own_writes.clone(),
+        providers: Providers::new(settings.provider_timeout, metrics.clone()),
         events,
         metrics: metrics.clone(),
         client,
     });
     Controller::for_stream(trigger, reader)
-        .owns_stream(secret_changes(secrets, echoes))
+        .owns_stream(secret_changes(secrets, own_writes))
         .reconcile_on(woken_by_secret_changes)
         .trigger_backoff(watch_backoff())
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
@@ -167,10 +167,7 @@ pub async fn run(
                 Ok(_) => {}
                 // A deleted TurnCredential: drop its per-credential series.
                 Err(controller::Error::ObjectNotFound(object)) => {
-                    metrics.forget_credential(&CredentialLabels {
-                        namespace: object.namespace.clone().unwrap_or_default(),
-                        name: object.name.clone(),
-                    })
+                    metrics.forget_credential(&CredentialLabels::from(&*object))
                 }
                 Err(controller::Error::ReconcilerFailed(..)) => {} // logged by error_policy
                 Err(other) => warn!(error = %other, "controller"),

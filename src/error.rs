@@ -1,45 +1,58 @@
-//! One error variant per failing step, each saying what was being done and to which object.
-//! `reason()` is the condition reason, the Event reason and the metric label.
+//! What can fail, one variant per failing step, each naming the object it concerns.
+//!
+//! - [`Error`]: a Kubernetes API call failed. Those of the reconcile's own bookkeeping (reading
+//!   the Secret, writing status or finalizers) reach the controller's error policy, which retries
+//!   soon; they are the only errors that can.
+//! - [`Failure`]: the credential could not be kept fresh (a missing key, a refused token, a
+//!   foreign Secret, an outage, or an API call made on the way). Reported in status, an Event
+//!   and a metric; its `reason()` is the condition reason.
 
-use crate::cloudflare::ProviderError;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::reflector::ObjectRef;
+
+use crate::api::{KeyName, TurnCredential};
+use crate::provider::ProviderError;
 
 #[derive(thiserror::Error, Debug)]
 pub enum Error {
-    #[error("{kind} {name} not found")]
-    KeyNotFound { kind: &'static str, name: String },
-
-    #[error("Secret {namespace}/{name} holding the {kind}'s token was not found")]
-    TokenSecretNotFound {
-        kind: &'static str,
-        namespace: String,
-        name: String,
-    },
-
-    #[error("Secret {namespace}/{name} has no non-empty key {key}")]
-    TokenKeyMissing {
-        namespace: String,
-        name: String,
-        key: String,
-    },
-
-    #[error("invalid spec: {0}")]
-    InvalidSpec(String),
-
-    #[error(
-        "Secret {namespace}/{name} exists and is not owned by this TurnCredential; toma will not overwrite it"
-    )]
-    SecretConflict { namespace: String, name: String },
-
-    #[error("{key}: {source}")]
-    Provider {
-        key: String,
+    #[error("failed to get Secret {}: {}", named(.secret), api_message(.source))]
+    GetSecret {
+        secret: ObjectRef<Secret>,
         #[source]
-        source: ProviderError,
+        source: kube::Error,
     },
 
-    #[error("failed to {action}: {}", describe_kube_error(.source))]
-    Kube {
-        action: String,
+    #[error("failed to apply Secret {}: {}", named(.secret), api_message(.source))]
+    ApplySecret {
+        secret: ObjectRef<Secret>,
+        #[source]
+        source: kube::Error,
+    },
+
+    #[error("failed to patch status of TurnCredential {}: {}", named(.turn_credential), api_message(.source))]
+    PatchStatus {
+        turn_credential: ObjectRef<TurnCredential>,
+        #[source]
+        source: kube::Error,
+    },
+
+    #[error("failed to update finalizers of TurnCredential {}: {}", named(.turn_credential), api_message(.source))]
+    SetFinalizers {
+        turn_credential: ObjectRef<TurnCredential>,
+        #[source]
+        source: kube::Error,
+    },
+
+    #[error("failed to get {key}: {}", api_message(.source))]
+    GetKey {
+        key: KeyName,
+        #[source]
+        source: kube::Error,
+    },
+
+    #[error("failed to get Secret {}: {}", named(.secret), api_message(.source))]
+    GetKeySecret {
+        secret: ObjectRef<Secret>,
         #[source]
         source: kube::Error,
     },
@@ -47,39 +60,76 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The API server's own words for a refused call (kube's text for it embeds a Debug dump).
-fn describe_kube_error(error: &kube::Error) -> String {
-    match error {
-        kube::Error::Api(status) => format!("{} (HTTP {} {})", status.message, status.code, status.reason),
-        other => other.to_string(),
+impl Error {
+    pub fn reason(&self) -> &'static str {
+        "KubernetesError"
     }
 }
 
-impl Error {
-    pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-        let action = action.into();
-        move |source| Error::Kube { action, source }
-    }
+#[derive(thiserror::Error, Debug)]
+pub enum Failure {
+    #[error("{key} not found")]
+    KeyNotFound { key: KeyName },
 
+    #[error("Secret {} holding the {key_kind}'s token was not found", named(.secret))]
+    TokenSecretNotFound {
+        secret: ObjectRef<Secret>,
+        /// TurnKey or ClusterTurnKey.
+        key_kind: &'static str,
+    },
+
+    #[error("Secret {} has no non-empty key {entry}", named(.secret))]
+    TokenKeyMissing {
+        secret: ObjectRef<Secret>,
+        entry: String,
+    },
+
+    /// Only a key written past the schema's validation can have none or both.
+    #[error("invalid spec: {key} must have exactly one of cloudflare or sharedSecret")]
+    NoProviderBlock { key: KeyName },
+
+    /// Only a ClusterTurnKey written past the schema's validation can lack it.
+    #[error("invalid spec: {key} must name the namespace of its Secret")]
+    NoSecretNamespace { key: KeyName },
+
+    #[error(
+        "invalid spec: no TURN URL is left after spec.urlFilter; the provider offered none that the filter allows ({key})"
+    )]
+    NoTurnUrlLeft { key: KeyName },
+
+    #[error("Secret {} exists and is not owned by this TurnCredential; toma will not overwrite it", named(.secret))]
+    SecretConflict { secret: ObjectRef<Secret> },
+
+    #[error("{key}: {source}")]
+    Provider {
+        key: KeyName,
+        #[source]
+        source: ProviderError,
+    },
+
+    /// Boxed: a Kubernetes error is large and rare.
+    #[error(transparent)]
+    Api(Box<Error>),
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure::Api(Box::new(error))
+    }
+}
+
+impl Failure {
+    /// The condition reason, the Event reason and the metric label.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::KeyNotFound { .. } => "KeyNotFound",
-            Error::TokenSecretNotFound { .. } | Error::TokenKeyMissing { .. } => "TokenNotFound",
-            Error::InvalidSpec(_) => "InvalidSpec",
-            Error::SecretConflict { .. } => "SecretConflict",
-            Error::Provider { source, .. } => match source {
-                ProviderError::Unauthorized { .. }
-                | ProviderError::BotBlocked
-                | ProviderError::MalformedToken => "Unauthorized",
-                ProviderError::UnknownKey { .. } => "KeyNotFound",
-                ProviderError::RateLimited { .. } => "RateLimited",
-                ProviderError::MalformedAnswer(_) => "InvalidResponse",
-                ProviderError::Rejected { .. }
-                | ProviderError::ServerError { .. }
-                | ProviderError::Timeout
-                | ProviderError::Unreachable(_) => "ProviderError",
-            },
-            Error::Kube { .. } => "KubernetesError",
+            Failure::KeyNotFound { .. } => "KeyNotFound",
+            Failure::TokenSecretNotFound { .. } | Failure::TokenKeyMissing { .. } => "TokenNotFound",
+            Failure::NoProviderBlock { .. }
+            | Failure::NoSecretNamespace { .. }
+            | Failure::NoTurnUrlLeft { .. } => "InvalidSpec",
+            Failure::SecretConflict { .. } => "SecretConflict",
+            Failure::Provider { source, .. } => source.reason(),
+            Failure::Api(error) => error.reason(),
         }
     }
 
@@ -87,15 +137,8 @@ impl Error {
     /// a Kubernetes API error, as opposed to a wrong key, token or spec.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Kube { .. } => true,
-            Error::Provider { source, .. } => matches!(
-                source,
-                ProviderError::RateLimited { .. }
-                    | ProviderError::ServerError { .. }
-                    | ProviderError::Timeout
-                    | ProviderError::Unreachable(_)
-                    | ProviderError::Rejected { .. }
-            ),
+            Failure::Api(_) => true,
+            Failure::Provider { source, .. } => source.is_transient(),
             _ => false,
         }
     }
@@ -103,15 +146,40 @@ impl Error {
     /// The provider's Retry-After, when it gave one.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
-            Error::Provider { source, .. } => source.retry_after(),
+            Failure::Provider { source, .. } => source.retry_after(),
             _ => None,
         }
+    }
+}
+
+/// `namespace/name`, or `name` for a cluster-scoped object.
+fn named<K: kube::Resource>(object: &ObjectRef<K>) -> String {
+    match &object.namespace {
+        Some(namespace) => format!("{namespace}/{}", object.name),
+        None => object.name.clone(),
+    }
+}
+
+/// The API server's own words for a refused call (kube's text for it embeds a Debug dump).
+fn api_message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => format!("{} (HTTP {} {})", status.message, status.code, status.reason),
+        other => other.to_string(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::KeyKind;
+
+    fn cluster_key(name: &str) -> KeyName {
+        KeyName {
+            kind: KeyKind::ClusterTurnKey,
+            namespace: None,
+            name: name.into(),
+        }
+    }
 
     #[test]
     fn a_refused_api_call_reads_as_the_api_servers_message() {
@@ -120,8 +188,8 @@ mod tests {
             "message": "clusterturnkeys.toma.dev \"cf\" is forbidden: User \"x\" cannot get resource"
         }))
         .unwrap();
-        let error = Error::Kube {
-            action: "get ClusterTurnKey cf".into(),
+        let error = Error::GetKey {
+            key: cluster_key("cf"),
             source: kube::Error::Api(Box::new(status)),
         };
         assert_eq!(
@@ -131,15 +199,55 @@ mod tests {
     }
 
     #[test]
-    fn only_outages_and_rate_limits_are_worth_retrying_unchanged() {
-        let provider = |source| Error::Provider {
-            key: "k".into(),
+    fn the_objects_are_named_with_their_namespace() {
+        let failure = Failure::TokenSecretNotFound {
+            secret: ObjectRef::new("cf-token").within("toma-system"),
+            key_kind: cluster_key("cf").kind_name(),
+        };
+        assert_eq!(
+            failure.to_string(),
+            "Secret toma-system/cf-token holding the ClusterTurnKey's token was not found"
+        );
+        assert_eq!(failure.reason(), "TokenNotFound");
+    }
+
+    #[test]
+    fn wrong_keys_and_specs_are_not_worth_retrying_unchanged_but_outages_are() {
+        let provider = |source| Failure::Provider {
+            key: cluster_key("k"),
             source,
         };
         assert!(provider(ProviderError::ServerError { status: 503 }).is_transient());
-        assert!(provider(ProviderError::RateLimited { retry_after: None }).is_transient());
         assert!(!provider(ProviderError::Unauthorized { status: 401 }).is_transient());
-        assert!(!provider(ProviderError::UnknownKey { key_id: "k".into() }).is_transient());
-        assert!(!Error::InvalidSpec("x".into()).is_transient());
+        assert!(
+            !Failure::NoTurnUrlLeft {
+                key: cluster_key("k")
+            }
+            .is_transient()
+        );
+        assert!(
+            !Failure::KeyNotFound {
+                key: cluster_key("k")
+            }
+            .is_transient()
+        );
+    }
+
+    #[test]
+    fn every_invalid_spec_case_keeps_the_invalid_spec_reason() {
+        for failure in [
+            Failure::NoProviderBlock {
+                key: cluster_key("k"),
+            },
+            Failure::NoSecretNamespace {
+                key: cluster_key("k"),
+            },
+            Failure::NoTurnUrlLeft {
+                key: cluster_key("k"),
+            },
+        ] {
+            assert_eq!(failure.reason(), "InvalidSpec");
+            assert!(failure.to_string().starts_with("invalid spec: "), "{failure}");
+        }
     }
 }

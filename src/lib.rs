@@ -1,33 +1,38 @@
-//! toma keeps short-lived TURN credentials fresh in Kubernetes Secrets.
+//! toma keeps short-lived TURN credentials fresh in Kubernetes Secrets. For each TurnCredential:
+//!
+//! 1. **watch**: `controller` wakes a reconcile when its spec or its Secret changes, or renewal is due;
+//! 2. **plan**: `plan` decides from the TurnCredential, its Secret and the time whether to mint;
+//! 3. **mint**: `provider` asks Cloudflare, or computes a shared-secret credential, with the key
+//!    that `key_resolver` reads;
+//! 4. **write**: `reconcile` applies the Secret that `secret` describes;
+//! 5. **report**: status (`status`), an Event (`events`), metrics, and the next renewal (`schedule`).
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod cloudflare;
 pub mod context;
 pub mod controller;
 pub mod credential;
-pub mod echoes;
 pub mod error;
 pub mod events;
-pub mod http;
-pub mod keys;
+pub mod key_resolver;
 pub mod leader;
 pub mod metrics;
+pub mod own_writes;
+pub mod plan;
 pub mod provider;
 pub mod reconcile;
 pub mod rollout;
 pub mod schedule;
 pub mod secret;
 pub mod secret_value;
-pub mod shared_secret;
+pub mod server;
 pub mod status;
 
 #[cfg(test)]
 pub mod fixtures;
-#[cfg(test)]
-mod reconcile_tests;
 
-pub use error::{Error, Result};
+pub use error::{Error, Failure, Result};
+pub use provider::{cloudflare, shared_secret};
 
 /// What toma calls itself to the API server and to Cloudflare (whose edge answers requests
 /// without a User-Agent with 403 `error code: 1010`).

@@ -10,9 +10,9 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use toma::controller::{self, Settings};
-use toma::http::{self, Health};
 use toma::leader;
 use toma::metrics::Metrics;
+use toma::server::{self, Health};
 
 /// toma keeps short-lived TURN credentials fresh in Kubernetes Secrets.
 #[derive(Parser)]
@@ -114,7 +114,7 @@ async fn run(args: RunArgs) -> ExitCode {
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
-    let server = tokio::spawn(http::serve(args.http_addr, health.clone(), stopped()));
+    let server = tokio::spawn(server::serve(args.http_addr, health.clone(), stopped()));
     let signal_stop = stop_tx.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -187,8 +187,8 @@ async fn run(args: RunArgs) -> ExitCode {
 async fn kube_client() -> Result<kube::Client, Box<dyn std::error::Error>> {
     let mut config = kube::Config::infer().await?;
     config.headers.push((
-        ::http::header::USER_AGENT,
-        ::http::HeaderValue::from_static(toma::USER_AGENT),
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(toma::USER_AGENT),
     ));
     Ok(kube::Client::try_from(config)?)
 }

@@ -10,6 +10,13 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicI64;
 
+use jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::reflector::{Lookup, ObjectRef};
+
+use crate::api::TurnCredential;
+use crate::plan::MintReason;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: String,
@@ -27,9 +34,34 @@ pub struct ProviderKindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MintLabels {
+    pub provider: String,
+    /// Why the credential was minted: a `MintReason`.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CredentialLabels {
     pub namespace: String,
     pub name: String,
+}
+
+impl CredentialLabels {
+    pub fn of(tc: &TurnCredential) -> CredentialLabels {
+        CredentialLabels {
+            namespace: ResourceExt::namespace(tc).unwrap_or_default(),
+            name: tc.name_any(),
+        }
+    }
+}
+
+impl<K: Lookup + ?Sized> From<&ObjectRef<K>> for CredentialLabels {
+    fn from(object: &ObjectRef<K>) -> CredentialLabels {
+        CredentialLabels {
+            namespace: object.namespace.clone().unwrap_or_default(),
+            name: object.name.clone(),
+        }
+    }
 }
 
 pub struct Metrics {
@@ -37,7 +69,7 @@ pub struct Metrics {
     pub reconciles: Counter,
     pub reconcile_errors: Family<ReasonLabels, Counter>,
     pub reconcile_duration: Histogram,
-    pub mints: Family<ProviderKindLabels, Counter>,
+    pub mints: Family<MintLabels, Counter>,
     pub provider_requests: Family<ProviderLabels, Counter>,
     pub provider_duration: Family<ProviderKindLabels, Histogram>,
     pub expiration: Family<CredentialLabels, Gauge<i64, AtomicI64>>,
@@ -63,10 +95,10 @@ impl Default for Metrics {
             "Time spent in one reconcile",
             reconcile_duration.clone(),
         );
-        let mints = Family::<ProviderKindLabels, Counter>::default();
+        let mints = Family::<MintLabels, Counter>::default();
         registry.register(
             "credentials_minted",
-            "Credentials minted, by provider",
+            "Credentials minted, by provider and reason",
             mints.clone(),
         );
         let provider_requests = Family::<ProviderLabels, Counter>::default();
@@ -126,10 +158,41 @@ impl Metrics {
         }
     }
 
-    pub fn forget_credential(&self, labels: &CredentialLabels) {
-        self.expiration.remove(labels);
-        self.renewal.remove(labels);
-        self.ready.remove(labels);
+    pub fn count_error(&self, reason: &str) {
+        self.reconcile_errors
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn count_mint(&self, provider: &str, reason: MintReason) {
+        self.mints
+            .get_or_create(&MintLabels {
+                provider: provider.into(),
+                reason: reason.label().into(),
+            })
+            .inc();
+    }
+
+    /// The TurnCredential's Secret holds a credential valid until `expires_at`, renewed at `renewal`.
+    pub fn credential_ready(&self, credential: &CredentialLabels, expires_at: Timestamp, renewal: Timestamp) {
+        self.expiration
+            .get_or_create(credential)
+            .set(expires_at.as_second());
+        self.renewal.get_or_create(credential).set(renewal.as_second());
+        self.ready.get_or_create(credential).set(1);
+    }
+
+    pub fn credential_not_ready(&self, credential: &CredentialLabels) {
+        self.ready.get_or_create(credential).set(0);
+    }
+
+    /// Drops the series of a TurnCredential that is gone.
+    pub fn forget_credential(&self, credential: &CredentialLabels) {
+        self.expiration.remove(credential);
+        self.renewal.remove(credential);
+        self.ready.remove(credential);
     }
 
     pub fn encode(&self) -> String {

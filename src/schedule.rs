@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
+use crate::api::TurnCredential;
+use crate::credential::Credential;
+
 /// The most that renewal is moved earlier, so credentials created together spread out.
 const MAX_JITTER: Duration = Duration::from_secs(300);
 const FIRST_RETRY: Duration = Duration::from_secs(5);
@@ -38,6 +41,17 @@ pub fn renewal_time(
     };
     let at = expires_at - SignedDuration::try_from(renew_before + jitter).unwrap_or(SignedDuration::ZERO);
     at.max(issued_at)
+}
+
+/// When `tc` mints the credential after `credential`.
+pub fn renewal_of(tc: &TurnCredential, credential: &Credential) -> Timestamp {
+    let seed = tc.metadata.uid.as_deref().unwrap_or_default();
+    renewal_time(
+        credential.issued_at,
+        credential.expires_at,
+        tc.renew_before_seconds(),
+        seed,
+    )
 }
 
 /// How long to wait before the next attempt after `failures` consecutive failures: doubling

@@ -23,6 +23,9 @@ pub const CHECKSUM_ANNOTATION: &str = "toma.dev/checksum";
 /// How many credentials were minted for the TurnCredential, this one included. Kept on the
 /// Secret, so the count survives a stale read of the TurnCredential's status.
 pub const ROTATIONS_ANNOTATION: &str = "toma.dev/rotations";
+/// The value of the TurnCredential's `toma.dev/rotate` annotation the credential was minted
+/// for, so that a forced rotation can be told from a changed spec.
+pub const ROTATE_REQUEST_ANNOTATION: &str = "toma.dev/rotate-request";
 
 pub const ICE_SERVERS_KEY: &str = "iceServers.json";
 pub const USERNAME_KEY: &str = "username";
@@ -44,6 +47,9 @@ pub fn desired_secret(tc: &TurnCredential, credential: &Credential, rotations: i
     annotations.insert(FINGERPRINT_ANNOTATION.into(), fingerprint(tc));
     annotations.insert(CHECKSUM_ANNOTATION.into(), checksum(&data));
     annotations.insert(ROTATIONS_ANNOTATION.into(), rotations.to_string());
+    if let Some(request) = tc.rotate_request() {
+        annotations.insert(ROTATE_REQUEST_ANNOTATION.into(), request.into());
+    }
 
     Secret {
         metadata: ObjectMeta {
@@ -111,12 +117,17 @@ pub fn rotations(secret: &Secret) -> i64 {
 /// the URL filter, the custom identifier, or the rotate annotation) calls for a new credential;
 /// the renewal margin and the Secret's labels do not.
 pub fn fingerprint(tc: &TurnCredential) -> String {
+    fingerprint_with_rotate_request(tc, tc.rotate_request())
+}
+
+/// The fingerprint `tc`'s spec would have with another rotate request.
+pub fn fingerprint_with_rotate_request(tc: &TurnCredential, rotate_request: Option<&str>) -> String {
     let minting_inputs = serde_json::json!({
         "keyRef": tc.spec.key_ref,
         "ttlSeconds": tc.spec.ttl_seconds,
         "urlFilter": tc.url_filter(),
         "customIdentifier": tc.spec.custom_identifier,
-        "rotate": tc.rotate_request(),
+        "rotate": rotate_request,
     });
     short_hash(minting_inputs.to_string().as_bytes())
 }

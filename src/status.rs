@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::{TurnCredential, TurnCredentialStatus};
 use crate::credential::Credential;
-use crate::error::Error;
+use crate::error::Failure;
 
 pub const READY: &str = "Ready";
 pub const ISSUED: &str = "Issued";
@@ -44,7 +44,7 @@ pub fn issued(
 /// `current`, so `expiresAt` keeps telling how long the old credential lasts.
 pub fn failed(
     tc: &TurnCredential,
-    error: &Error,
+    error: &Failure,
     current: Option<&Credential>,
     now: Timestamp,
 ) -> TurnCredentialStatus {
@@ -116,6 +116,12 @@ mod tests {
         Timestamp::from_second(s).unwrap()
     }
 
+    fn invalid_spec() -> Failure {
+        Failure::NoTurnUrlLeft {
+            key: crate::api::KeyName::of(&turn_credential("web")),
+        }
+    }
+
     #[test]
     fn issued_status_is_ready_with_times_and_counts_the_rotation() {
         let tc = turn_credential("web");
@@ -143,7 +149,7 @@ mod tests {
         let mut tc = turn_credential("web");
         let cred = credential_at(1000, 600);
         tc.status = Some(issued(&tc, &cred, at(1400), 1, at(1000)));
-        let error = Error::InvalidSpec("bad".into());
+        let error = invalid_spec();
         let status = failed(&tc, &error, Some(&cred), at(1450));
         assert_eq!(
             ready_state(Some(&status)),
@@ -159,7 +165,7 @@ mod tests {
     #[test]
     fn success_after_failures_resets_the_failure_count() {
         let mut tc = turn_credential("web");
-        tc.status = Some(failed(&tc, &Error::InvalidSpec("x".into()), None, at(10)));
+        tc.status = Some(failed(&tc, &invalid_spec(), None, at(10)));
         let status = issued(&tc, &credential_at(20, 600), at(400), 1, at(20));
         assert_eq!(status.failures, 0);
         assert_eq!(status.last_failure_time, Some(Time(at(10))));
@@ -168,8 +174,8 @@ mod tests {
     #[test]
     fn transition_time_stays_while_the_condition_status_stays() {
         let mut tc = turn_credential("web");
-        tc.status = Some(failed(&tc, &Error::InvalidSpec("x".into()), None, at(10)));
-        let status = failed(&tc, &Error::InvalidSpec("y".into()), None, at(50));
+        tc.status = Some(failed(&tc, &invalid_spec(), None, at(10)));
+        let status = failed(&tc, &invalid_spec(), None, at(50));
         assert_eq!(status.conditions[0].last_transition_time, Time(at(10)));
         assert_eq!(status.failures, 2);
     }

@@ -20,7 +20,7 @@ type Key = (String, String);
 
 /// What is expected of each Secret toma is writing or has just written. One entry per Secret
 /// at most, so it never outgrows the Secrets toma owns.
-pub struct Echoes {
+pub struct OwnWrites {
     pending: Mutex<HashMap<Key, Pending>>,
     wake: mpsc::UnboundedSender<ObjectRef<TurnCredential>>,
 }
@@ -32,25 +32,25 @@ enum Pending {
     Written(String),
 }
 
-/// A write under way, from [`Echoes::writing`]. Dropped without [`Write::done`] (the write
+/// A write under way, from [`OwnWrites::writing`]. Dropped without [`Write::done`] (the write
 /// failed), it wakes the TurnCredential if its Secret changed meanwhile.
 pub struct Write<'a> {
-    echoes: &'a Echoes,
+    own_writes: &'a OwnWrites,
     key: Key,
     owner: ObjectRef<TurnCredential>,
     done: bool,
 }
 
-impl Echoes {
-    /// The echoes, and the TurnCredentials to reconcile because their Secret changed while
+impl OwnWrites {
+    /// The record of own writes, and the TurnCredentials to reconcile because their Secret changed while
     /// toma was writing it.
-    pub fn new() -> (Echoes, impl Stream<Item = ObjectRef<TurnCredential>>) {
+    pub fn new() -> (OwnWrites, impl Stream<Item = ObjectRef<TurnCredential>>) {
         let (wake, wakes) = mpsc::unbounded();
-        let echoes = Echoes {
+        let own_writes = OwnWrites {
             pending: Mutex::default(),
             wake,
         };
-        (echoes, wakes)
+        (own_writes, wakes)
     }
 
     /// Call before `tc` writes its Secret.
@@ -58,7 +58,7 @@ impl Echoes {
         let key = (tc.namespace().unwrap_or_default(), tc.secret_name());
         self.lock().insert(key.clone(), Pending::Writing(Vec::new()));
         Write {
-            echoes: self,
+            own_writes: self,
             key,
             owner: ObjectRef::from_obj(tc),
             done: false,
@@ -129,14 +129,15 @@ impl Write<'_> {
     /// The write succeeded and the API server answered with `written`.
     pub fn done(mut self, written: &impl ResourceExt) {
         self.done = true;
-        self.echoes.finish(&self, written.resource_version().as_deref());
+        self.own_writes
+            .finish(&self, written.resource_version().as_deref());
     }
 }
 
 impl Drop for Write<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.echoes.finish(self, None);
+            self.own_writes.finish(self, None);
         }
     }
 }
@@ -176,84 +177,87 @@ mod tests {
 
     #[test]
     fn the_echo_of_a_write_is_not_a_change_once() {
-        let (echoes, wakes) = Echoes::new();
+        let (own_writes, wakes) = OwnWrites::new();
         let mut wakes = Box::pin(wakes);
         let tc = turn_credential("web");
-        echoes.writing(&tc).done(&secret("web", "7"));
-        assert!(!echoes.is_change(&secret("web", "7")));
+        own_writes.writing(&tc).done(&secret("web", "7"));
+        assert!(!own_writes.is_change(&secret("web", "7")));
         assert!(
-            echoes.is_change(&secret("web", "7")),
+            own_writes.is_change(&secret("web", "7")),
             "a second event of it is news"
         );
-        assert!(echoes.is_empty());
+        assert!(own_writes.is_empty());
         assert!(woken(&mut wakes).is_empty());
     }
 
     #[test]
     fn an_echo_that_beats_the_answer_is_held_back_and_dropped() {
-        let (echoes, wakes) = Echoes::new();
+        let (own_writes, wakes) = OwnWrites::new();
         let mut wakes = Box::pin(wakes);
         let tc = turn_credential("web");
-        let write = echoes.writing(&tc);
-        assert!(!echoes.is_change(&secret("web", "7")), "held back");
+        let write = own_writes.writing(&tc);
+        assert!(!own_writes.is_change(&secret("web", "7")), "held back");
         write.done(&secret("web", "7"));
-        assert!(echoes.is_empty(), "nothing left to expect");
+        assert!(own_writes.is_empty(), "nothing left to expect");
         assert!(woken(&mut wakes).is_empty(), "it was only the echo");
     }
 
     #[test]
     fn other_changes_while_writing_wake_the_owner() {
-        let (echoes, wakes) = Echoes::new();
+        let (own_writes, wakes) = OwnWrites::new();
         let mut wakes = Box::pin(wakes);
         let tc = turn_credential("web");
-        let write = echoes.writing(&tc);
-        assert!(!echoes.is_change(&secret("web", "6")), "held back");
+        let write = own_writes.writing(&tc);
+        assert!(!own_writes.is_change(&secret("web", "6")), "held back");
         write.done(&secret("web", "7"));
         assert_eq!(woken(&mut wakes), vec!["web"]);
-        assert!(!echoes.is_change(&secret("web", "7")), "the echo still comes");
+        assert!(!own_writes.is_change(&secret("web", "7")), "the echo still comes");
     }
 
     #[test]
     fn a_failed_write_wakes_the_owner_only_if_the_secret_changed_meanwhile() {
-        let (echoes, wakes) = Echoes::new();
+        let (own_writes, wakes) = OwnWrites::new();
         let mut wakes = Box::pin(wakes);
         let tc = turn_credential("web");
-        drop(echoes.writing(&tc));
+        drop(own_writes.writing(&tc));
         assert!(woken(&mut wakes).is_empty());
-        assert!(echoes.is_empty());
+        assert!(own_writes.is_empty());
 
-        let write = echoes.writing(&tc);
-        assert!(!echoes.is_change(&secret("web", "8")));
+        let write = own_writes.writing(&tc);
+        assert!(!own_writes.is_change(&secret("web", "8")));
         drop(write);
         assert_eq!(woken(&mut wakes), vec!["web"]);
         assert!(
-            echoes.is_change(&secret("web", "9")),
+            own_writes.is_change(&secret("web", "9")),
             "nothing held back any more"
         );
     }
 
     #[test]
     fn other_versions_and_other_secrets_are_changes() {
-        let (echoes, _wakes) = Echoes::new();
+        let (own_writes, _wakes) = OwnWrites::new();
         let tc = turn_credential("web");
-        echoes.writing(&tc).done(&secret("web", "7"));
+        own_writes.writing(&tc).done(&secret("web", "7"));
         assert!(
-            echoes.is_change(&secret("web", "8")),
+            own_writes.is_change(&secret("web", "8")),
             "someone else's later write"
         );
-        assert!(echoes.is_change(&secret("api", "7")), "another Secret");
-        assert!(!echoes.is_change(&secret("web", "7")), "the echo, still expected");
+        assert!(own_writes.is_change(&secret("api", "7")), "another Secret");
+        assert!(
+            !own_writes.is_change(&secret("web", "7")),
+            "the echo, still expected"
+        );
     }
 
     #[test]
     fn a_newer_write_replaces_the_older_and_a_deletion_forgets() {
-        let (echoes, _wakes) = Echoes::new();
+        let (own_writes, _wakes) = OwnWrites::new();
         let tc = turn_credential("web");
-        echoes.writing(&tc).done(&secret("web", "7"));
-        echoes.writing(&tc).done(&secret("web", "9"));
-        assert_eq!(echoes.len(), 1);
-        assert!(echoes.is_change(&secret("web", "7")));
-        echoes.forget(&secret("web", "9"));
-        assert!(echoes.is_change(&secret("web", "9")));
+        own_writes.writing(&tc).done(&secret("web", "7"));
+        own_writes.writing(&tc).done(&secret("web", "9"));
+        assert_eq!(own_writes.len(), 1);
+        assert!(own_writes.is_change(&secret("web", "7")));
+        own_writes.forget(&secret("web", "9"));
+        assert!(own_writes.is_change(&secret("web", "9")));
     }
 }

@@ -10,54 +10,14 @@ use std::time::Duration;
 use reqwest::{StatusCode, header};
 use serde::{Deserialize, Serialize};
 
+pub use super::ProviderError;
 use crate::credential::IceServer;
 use crate::secret_value::SecretValue;
 
-pub const DEFAULT_BASE_URL: &str = "https://rtc.live.cloudflare.com";
+/// Where Cloudflare's TURN credential API lives when a key names no `baseUrl`.
+pub(super) const DEFAULT_BASE_URL: &str = "https://rtc.live.cloudflare.com";
 /// The longest Retry-After toma will wait for.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
-#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
-pub enum ProviderError {
-    #[error("the provider refused the API token (HTTP {status}); check the token in the key's Secret")]
-    Unauthorized { status: u16 },
-    #[error(
-        "the API token holds characters an HTTP header cannot carry; check the token in the key's Secret"
-    )]
-    MalformedToken,
-    #[error("the provider blocked the request as a bot (HTTP 403, error code 1010)")]
-    BotBlocked,
-    #[error("the provider does not know TURN key ID {key_id} (HTTP 404); check spec.cloudflare.keyId")]
-    UnknownKey { key_id: String },
-    #[error("the provider is rate limiting requests (HTTP 429){}", retry_after_note(.retry_after))]
-    RateLimited { retry_after: Option<Duration> },
-    #[error("the provider rejected the request (HTTP {status}): {detail}")]
-    Rejected { status: u16, detail: String },
-    #[error("the provider failed (HTTP {status})")]
-    ServerError { status: u16 },
-    #[error("the provider did not answer in time")]
-    Timeout,
-    #[error("could not reach the provider: {0}")]
-    Unreachable(String),
-    #[error("the provider's answer is malformed: {0}")]
-    MalformedAnswer(String),
-}
-
-fn retry_after_note(retry_after: &Option<Duration>) -> String {
-    retry_after
-        .map(|d| format!("; retry after {} s", d.as_secs()))
-        .unwrap_or_default()
-}
-
-impl ProviderError {
-    /// The delay the provider asked for, if any.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            ProviderError::RateLimited { retry_after } => *retry_after,
-            _ => None,
-        }
-    }
-}
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -162,33 +122,17 @@ impl CloudflareClient {
         ttl_seconds: i64,
         custom_identifier: Option<&str>,
     ) -> Result<Generated, ProviderError> {
-        let url = format!(
-            "{}/v1/turn/keys/{}/credentials/generate-ice-servers",
-            base_url.trim_end_matches('/'),
-            key_id
-        );
-        let response = self
-            .http
-            .post(url)
-            .header(
-                header::AUTHORIZATION,
-                token.bearer_header().ok_or(ProviderError::MalformedToken)?,
-            )
-            .json(&GenerateRequest {
-                ttl: ttl_seconds,
-                custom_identifier,
-            })
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let status = response.status();
-        let retry_after = retry_after(response.headers());
-        let body = response.bytes().await.map_err(transport_error)?;
+        let body = GenerateRequest {
+            ttl: ttl_seconds,
+            custom_identifier,
+        };
+        let path = "credentials/generate-ice-servers";
+        let (status, body) = self.post(base_url, key_id, path, token, Some(&body)).await?;
         if !status.is_success() {
-            return Err(classify_failure(status, retry_after, &body, key_id));
+            return Err(classify_failure(status.code, status.retry_after, &body, key_id));
         }
         Ok(Generated {
-            status: status.as_u16(),
+            status: status.code.as_u16(),
             ice_servers: parse_generate_answer(&body)?,
         })
     }
@@ -200,30 +144,51 @@ impl CloudflareClient {
         token: &SecretValue,
         username: &str,
     ) -> Result<(), ProviderError> {
-        let url = format!(
-            "{}/v1/turn/keys/{}/credentials/{}/revoke",
-            base_url.trim_end_matches('/'),
-            key_id,
-            username
-        );
-        let response = self
-            .http
-            .post(url)
-            .header(
-                header::AUTHORIZATION,
-                token.bearer_header().ok_or(ProviderError::MalformedToken)?,
-            )
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let status = response.status();
+        let path = format!("credentials/{username}/revoke");
+        let (status, body) = self
+            .post(base_url, key_id, &path, token, None::<&GenerateRequest>)
+            .await?;
         // An unknown username has nothing left to revoke.
-        if status.is_success() || status == StatusCode::NOT_FOUND {
+        if status.is_success() || status.code == StatusCode::NOT_FOUND {
             return Ok(());
         }
-        let retry_after = retry_after(response.headers());
+        Err(classify_failure(status.code, status.retry_after, &body, key_id))
+    }
+
+    /// `POST {base}/v1/turn/keys/{key_id}/{path}` with the token, and the answer's status and body.
+    async fn post(
+        &self,
+        base_url: &str,
+        key_id: &str,
+        path: &str,
+        token: &SecretValue,
+        json: Option<&impl Serialize>,
+    ) -> Result<(Answered, Vec<u8>), ProviderError> {
+        let url = format!("{}/v1/turn/keys/{key_id}/{path}", base_url.trim_end_matches('/'));
+        let authorization = token.bearer_header().ok_or(ProviderError::MalformedToken)?;
+        let mut request = self.http.post(url).header(header::AUTHORIZATION, authorization);
+        if let Some(json) = json {
+            request = request.json(json);
+        }
+        let response = request.send().await.map_err(transport_error)?;
+        let answered = Answered {
+            code: response.status(),
+            retry_after: retry_after(response.headers()),
+        };
         let body = response.bytes().await.map_err(transport_error)?;
-        Err(classify_failure(status, retry_after, &body, key_id))
+        Ok((answered, body.to_vec()))
+    }
+}
+
+/// The status of an answer and the delay it asked for.
+struct Answered {
+    code: StatusCode,
+    retry_after: Option<Duration>,
+}
+
+impl Answered {
+    fn is_success(&self) -> bool {
+        self.code.is_success()
     }
 }
 

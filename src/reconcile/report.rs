@@ -1,0 +1,121 @@
+//! Telling what a reconcile did: the status, an Event, the metrics, rollout restarts, and when
+//! to come back.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::{FIELD_MANAGER, Synced, turn_credentials};
+use crate::api::{TurnCredential, TurnCredentialStatus};
+use crate::context::Context;
+use crate::credential::Credential;
+use crate::error::{Error, Failure, Result};
+use crate::metrics::CredentialLabels;
+use crate::plan::MintReason;
+use crate::{rollout, schedule, status};
+
+/// Even with nothing due, look again this often, in case a watch event was missed.
+const RESYNC: Duration = Duration::from_secs(3600);
+
+/// The Secret holds a valid credential: say so, and come back at its renewal time.
+pub(super) async fn success(
+    tc: &TurnCredential,
+    ctx: &Context,
+    synced: Synced,
+    now: Timestamp,
+) -> Result<Action> {
+    let renewal = schedule::renewal_of(tc, &synced.credential);
+    let new_status = status::issued(tc, &synced.credential, renewal, synced.rotations, now);
+    patch_status(tc, ctx, new_status).await?;
+    if let Some(reason) = synced.minted {
+        announce_mint(tc, ctx, reason, &synced.credential, now).await;
+    }
+    ctx.metrics
+        .credential_ready(&CredentialLabels::of(tc), synced.credential.expires_at, renewal);
+    Ok(Action::requeue(schedule::until(now, renewal).min(RESYNC)))
+}
+
+/// A Normal Event saying why a credential was minted, and the restarts that its replacement calls for.
+async fn announce_mint(
+    tc: &TurnCredential,
+    ctx: &Context,
+    reason: MintReason,
+    credential: &Credential,
+    now: Timestamp,
+) {
+    let what = reason.describe();
+    info!(expires_at = %credential.expires_at, reason = reason.label(), "{what}");
+    let note = format!(
+        "Secret {}: {what}, valid until {}",
+        tc.secret_name(),
+        credential.expires_at
+    );
+    ctx.events
+        .publish(tc, EventType::Normal, reason.event_reason(), note)
+        .await;
+    if reason.replaces_a_credential() {
+        rollout::restart_targets(tc, ctx, now).await;
+    }
+}
+
+/// Reports a failure in status (an Event on each transition) and schedules the retry. What
+/// the Secret still holds stays there.
+pub(super) async fn failure(
+    tc: &TurnCredential,
+    ctx: &Context,
+    failure: Failure,
+    current: Option<Credential>,
+    now: Timestamp,
+) -> Result<Action> {
+    warn!(reason = failure.reason(), error = %failure, "could not keep the credential fresh");
+    ctx.metrics.count_error(failure.reason());
+    ctx.metrics.credential_not_ready(&CredentialLabels::of(tc));
+    let was = status::ready_state(tc.status.as_ref());
+    let new_status = status::failed(tc, &failure, current.as_ref(), now);
+    let transition = status::ready_state(Some(&new_status)) != was;
+    let failures = u32::try_from(new_status.failures).unwrap_or(u32::MAX);
+    patch_status(tc, ctx, new_status).await?;
+    if transition {
+        ctx.events
+            .publish(tc, EventType::Warning, failure.reason(), failure.to_string())
+            .await;
+    }
+    let expires_at = current.as_ref().map(|c| c.expires_at);
+    Ok(Action::requeue(schedule::retry_delay(
+        failures,
+        failure.retry_after(),
+        now,
+        expires_at,
+    )))
+}
+
+/// Writes the status with server-side apply, only when it differs from what is there.
+async fn patch_status(tc: &TurnCredential, ctx: &Context, new_status: TurnCredentialStatus) -> Result<()> {
+    if tc.status.as_ref() == Some(&new_status) {
+        return Ok(());
+    }
+    let patch = json!({
+        "apiVersion": TurnCredential::api_version(&()),
+        "kind": TurnCredential::kind(&()),
+        "status": new_status,
+    });
+    turn_credentials(tc, ctx)
+        .patch_status(
+            &tc.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|source| Error::PatchStatus {
+            turn_credential: ObjectRef::from_obj(tc),
+            source,
+        })?;
+    Ok(())
+}
