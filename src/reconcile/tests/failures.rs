@@ -16,10 +16,7 @@ async fn foreign_secret_is_not_overwritten() {
         .api
         .put(SECRET, plain_secret("web", "password", "hunter2"));
 
-    cluster
-        .reconcile(&cluster.toma(), &turn_credential("web"), at(0))
-        .await
-        .unwrap();
+    cluster.reconcile_web_once().await;
 
     assert!(
         cluster.api.writes_to(SECRETS).is_empty(),
@@ -64,10 +61,7 @@ async fn missing_token_key_sets_token_not_found() {
     cluster.shared_secret_key();
     cluster.token_secret("coturn", "other-key", "x");
 
-    cluster
-        .reconcile(&cluster.toma(), &turn_credential("web"), at(0))
-        .await
-        .unwrap();
+    cluster.reconcile_web_once().await;
 
     let status = cluster.stored_status();
     assert_eq!(status["conditions"][0]["reason"], "TokenNotFound");
@@ -157,10 +151,7 @@ async fn wrong_token_sets_unauthorized_without_leaking_the_token() {
     let cluster = Cluster::default();
     cluster.cloudflare_key(&fake.base_url(), "wrong-token-value");
 
-    cluster
-        .reconcile(&cluster.toma(), &turn_credential("web"), at(0))
-        .await
-        .unwrap();
+    cluster.reconcile_web_once().await;
 
     assert!(cluster.api.writes_to(SECRETS).is_empty());
     assert_eq!(cluster.stored_status()["conditions"][0]["reason"], "Unauthorized");
@@ -180,10 +171,7 @@ async fn rate_limit_requeues_after_retry_after() {
     let cluster = Cluster::default();
     cluster.cloudflare_key(&fake.base_url(), "good-token");
 
-    let action = cluster
-        .reconcile(&cluster.toma(), &turn_credential("web"), at(0))
-        .await
-        .unwrap();
+    let action = cluster.reconcile_web_once().await;
 
     assert_eq!(action, requeue(42));
     assert_eq!(cluster.stored_status()["conditions"][0]["reason"], "RateLimited");
@@ -196,10 +184,7 @@ async fn malformed_answer_sets_invalid_response() {
     let cluster = Cluster::default();
     cluster.cloudflare_key(&fake.base_url(), "good-token");
 
-    cluster
-        .reconcile(&cluster.toma(), &turn_credential("web"), at(0))
-        .await
-        .unwrap();
+    cluster.reconcile_web_once().await;
 
     assert!(cluster.api.writes_to(SECRETS).is_empty());
     assert_eq!(
@@ -216,10 +201,7 @@ async fn unknown_key_id_sets_key_not_found() {
     let cluster = Cluster::default();
     cluster.cloudflare_key(&fake.base_url(), "good-token");
 
-    cluster
-        .reconcile(&cluster.toma(), &turn_credential("web"), at(0))
-        .await
-        .unwrap();
+    cluster.reconcile_web_once().await;
 
     let status = cluster.stored_status();
     assert_eq!(status["conditions"][0]["reason"], "KeyNotFound");

@@ -57,10 +57,7 @@ async fn a_short_lived_credential_is_renewed_at_two_thirds_of_its_life() {
 async fn a_restarted_toma_with_a_valid_credential_mints_and_writes_nothing() {
     let cluster = Cluster::default();
     cluster.shared_secret_key();
-    cluster
-        .reconcile(&cluster.toma(), &turn_credential("web"), at(0))
-        .await
-        .unwrap();
+    cluster.reconcile_web_once().await;
     let before = cluster.api.requests().len();
 
     cluster.reconcile_stored(&cluster.toma(), at(600)).await.unwrap();
@@ -184,10 +181,7 @@ async fn cloudflare_mint_writes_the_ice_servers_it_answered() {
     let cluster = Cluster::default();
     cluster.cloudflare_key(&fake.base_url(), "good-token\n");
 
-    cluster
-        .reconcile(&cluster.toma(), &turn_credential("web"), at(0))
-        .await
-        .unwrap();
+    cluster.reconcile_web_once().await;
 
     let mints = fake.mints();
     assert_eq!(mints.len(), 1, "exactly one mint");

@@ -60,6 +60,12 @@ impl Cluster {
         self.reconcile_stored(ctx, now).await
     }
 
+    /// A new TurnCredential `web`, reconciled once by a toma of its own at `NOW`.
+    async fn reconcile_web_once(&self) -> Action {
+        let tc = crate::fixtures::turn_credential("web");
+        self.reconcile(&self.toma(), &tc, at(0)).await.unwrap()
+    }
+
     /// Reconciles the TurnCredential as the API server holds it, at `now`.
     async fn reconcile_stored(&self, ctx: &Context, now: Timestamp) -> crate::Result<Action> {
         reconcile_at(&self.stored_credential(), ctx, now).await
