@@ -614,12 +614,24 @@ async fn chart_lints_strictly_and_renders_every_mode_as_documented() {
             );
         }
     }
-    assert!(rules.iter().any(|r| {
-        r["expr"]
-            .as_str()
-            .unwrap()
-            .contains("toma_credential_expiration_timestamp_seconds - time() < 3600")
-    }));
+    let alerts: Vec<&str> = rules.iter().map(|r| r["alert"].as_str().unwrap()).collect();
+    assert_eq!(
+        alerts,
+        [
+            "TurnCredentialRenewalOverdue",
+            "TurnCredentialExpired",
+            "TurnCredentialNotReady",
+            "TomaReconcileErrors",
+            "TomaAbsent"
+        ]
+    );
+    // No alert fires on a fixed horizon, which short ttls would always be inside.
+    assert!(rules.iter().all(|r| !r["expr"].as_str().unwrap().contains("< 3600")));
+    let absent = rules.iter().find(|r| r["alert"] == "TomaAbsent").unwrap();
+    assert_eq!(
+        absent["expr"],
+        "absent(toma_reconciles_total{job=\"toma\", namespace=\"toma-system\"})"
+    );
 
     // Without leader election and rollout restarts: no Lease Role, no flag, no apps access.
     let docs = render(modes[4]);
