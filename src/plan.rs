@@ -96,17 +96,17 @@ pub fn plan(tc: &TurnCredential, existing: Option<&Secret>, now: Timestamp) -> R
     let minted_for = secret.annotations().get(FINGERPRINT_ANNOTATION);
     if minted_for != Some(&secret::fingerprint(tc)) {
         // Only the rotate request differs if the spec, with the request the Secret records,
-        // gives the Secret's fingerprint.
+        // gives the Secret's fingerprint. A removed request asks for nothing.
         let recorded = secret
             .annotations()
             .get(ROTATE_REQUEST_ANNOTATION)
             .map(String::as_str);
         let same_spec = minted_for == Some(&secret::fingerprint_with_rotate_request(tc, recorded));
-        return Ok(Plan::Mint(if same_spec {
-            MintReason::Forced
-        } else {
-            MintReason::SpecChanged
-        }));
+        match (same_spec, tc.rotate_request()) {
+            (false, _) => return Ok(Plan::Mint(MintReason::SpecChanged)),
+            (true, Some(_)) => return Ok(Plan::Mint(MintReason::Forced)),
+            (true, None) => {}
+        }
     }
     if !credential.is_valid_at(now) {
         return Ok(Plan::Mint(MintReason::Expired));
@@ -160,7 +160,7 @@ mod tests {
         let forced = with_rotate(&tc, "1");
         let forced_again = with_rotate(&tc, "2");
 
-        let cases: [(&str, &TurnCredential, Option<Secret>, Timestamp, Plan); 9] = [
+        let cases: [(&str, &TurnCredential, Option<Secret>, Timestamp, Plan); 10] = [
             ("no Secret", &tc, None, at(60), Plan::Mint(MintReason::NoSecret)),
             (
                 "edited data",
@@ -214,6 +214,13 @@ mod tests {
             (
                 "forced and still fresh",
                 &forced,
+                Some(stored(&forced)),
+                at(60),
+                Plan::Keep(credential_at(ISSUED, TTL)),
+            ),
+            (
+                "rotate annotation removed",
+                &tc,
                 Some(stored(&forced)),
                 at(60),
                 Plan::Keep(credential_at(ISSUED, TTL)),

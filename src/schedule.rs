@@ -57,6 +57,8 @@ pub fn renewal_of(tc: &TurnCredential, credential: &Credential) -> Timestamp {
 /// How long to wait before the next attempt after `failures` consecutive failures: doubling
 /// from 5 s up to 5 min, never sooner than the provider's Retry-After; while a valid credential
 /// exists, short enough to try several times before it expires, and at most 30 s once it has.
+/// A Retry-After longer than half of the valid credential's remaining life is cut to that half,
+/// so that toma asks again before the credential lapses; once it has lapsed, Retry-After holds.
 pub fn retry_delay(
     failures: u32,
     retry_after: Option<Duration>,
@@ -64,16 +66,18 @@ pub fn retry_delay(
     expires_at: Option<Timestamp>,
 ) -> Duration {
     let doubling = FIRST_RETRY.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)));
+    let retry_after = retry_after.unwrap_or(Duration::ZERO);
     let delay = match expires_at {
         Some(expires_at) if expires_at > now => {
             let remaining = Duration::try_from(expires_at - now).unwrap_or(Duration::ZERO);
-            doubling.min(MAX_RETRY).min(remaining / ATTEMPTS_BEFORE_EXPIRY)
+            let backoff = doubling.min(MAX_RETRY).min(remaining / ATTEMPTS_BEFORE_EXPIRY);
+            backoff.max(retry_after.min(remaining / 2))
         }
         // The stored credential has lapsed and its users are without TURN: keep trying often.
-        Some(_) => doubling.min(LAPSED_RETRY),
-        None => doubling.min(MAX_RETRY),
+        Some(_) => doubling.min(LAPSED_RETRY).max(retry_after),
+        None => doubling.min(MAX_RETRY).max(retry_after),
     };
-    delay.max(retry_after.unwrap_or(Duration::ZERO)).max(MIN_RETRY)
+    delay.max(MIN_RETRY)
 }
 
 /// How long until `at`, at least a second so a requeue never spins.
@@ -167,6 +171,24 @@ mod tests {
         assert_eq!(
             retry_delay(1, Some(Duration::from_secs(42)), at(0), None),
             Duration::from_secs(42)
+        );
+    }
+
+    #[test]
+    fn a_retry_after_beyond_the_credentials_life_is_cut_to_half_of_what_is_left() {
+        let hour = Some(Duration::from_secs(3600));
+        assert_eq!(
+            retry_delay(1, hour, at(0), Some(at(600))),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            retry_delay(1, hour, at(0), Some(at(86_400))),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            retry_delay(1, hour, at(1000), Some(at(900))),
+            Duration::from_secs(3600),
+            "lapsed"
         );
     }
 

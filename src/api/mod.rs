@@ -16,3 +16,5 @@ pub const ROTATE_ANNOTATION: &str = "toma.dev/rotate";
 /// Cloudflare refuses longer lifetimes.
 pub const MAX_TTL_SECONDS: i64 = 172_800;
 pub const MIN_TTL_SECONDS: i64 = 60;
+/// A DNS subdomain name (RFC 1123), as Kubernetes requires of most object names.
+const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";

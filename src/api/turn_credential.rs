@@ -7,7 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::ROTATE_ANNOTATION;
+use super::{DNS_SUBDOMAIN, ROTATE_ANNOTATION};
 
 /// A TURN credential that toma keeps fresh in a Secret.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -49,10 +49,10 @@ pub struct TurnCredentialSpec {
     #[schemars(range(min = 1))]
     pub renew_before_seconds: Option<i64>,
 
-    /// Name of the Secret to write, in the TurnCredential's namespace. Defaults to the
-    /// TurnCredential's name. Immutable.
+    /// Name of the Secret to write, in the TurnCredential's namespace (a DNS subdomain name).
+    /// Defaults to the TurnCredential's name. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub secret_name: Option<String>,
 
     /// Extra labels and annotations for the Secret.
@@ -92,8 +92,8 @@ pub struct KeyRef {
     /// TurnKey (in the TurnCredential's namespace) or ClusterTurnKey.
     #[serde(default)]
     pub kind: KeyKind,
-    /// Name of the TurnKey or ClusterTurnKey.
-    #[schemars(length(min = 1, max = 253))]
+    /// Name of the TurnKey or ClusterTurnKey (a DNS subdomain name).
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub name: String,
 }
 
@@ -109,8 +109,10 @@ pub enum KeyKind {
 #[serde(rename_all = "camelCase")]
 pub struct SecretTemplate {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Labels added to the Secret, next to toma's `app.kubernetes.io/managed-by: toma`.
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Annotations added to the Secret, next to toma's `toma.dev/*` ones.
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -120,6 +122,8 @@ pub struct SecretTemplate {
 pub struct UrlFilter {
     /// URLs on these ports are dropped. Default [53].
     #[serde(default = "default_excluded_ports")]
+    // A plain integer schema: the generated `format: uint16` is not a format the API server knows.
+    #[schemars(extend("items" = {"type": "integer", "minimum": 1, "maximum": 65535}))]
     pub exclude_ports: Vec<u16>,
     /// Keep only TURN URLs with these transports (udp, tcp, tls; `turns:` counts as tls).
     /// Empty keeps every transport. STUN URLs are kept either way.
@@ -152,6 +156,7 @@ pub enum Transport {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutTarget {
+    /// Deployment, StatefulSet or DaemonSet.
     pub kind: RolloutKind,
     /// Name of the workload, in the TurnCredential's namespace.
     #[schemars(length(min = 1, max = 253))]
@@ -171,6 +176,7 @@ pub enum RolloutKind {
 pub struct TurnCredentialStatus {
     /// `Ready` tells whether the Secret holds a valid credential that toma keeps fresh.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The generation of the spec that the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

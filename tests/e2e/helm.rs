@@ -626,7 +626,11 @@ async fn chart_lints_strictly_and_renders_every_mode_as_documented() {
         ]
     );
     // No alert fires on a fixed horizon, which short ttls would always be inside.
-    assert!(rules.iter().all(|r| !r["expr"].as_str().unwrap().contains("< 3600")));
+    assert!(
+        rules
+            .iter()
+            .all(|r| !r["expr"].as_str().unwrap().contains("< 3600"))
+    );
     let absent = rules.iter().find(|r| r["alert"] == "TomaAbsent").unwrap();
     assert_eq!(
         absent["expr"],

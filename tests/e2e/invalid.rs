@@ -123,6 +123,21 @@ fn catalogue(ns: &str) -> Vec<Case> {
             "spec.secretName",
         ),
         c(
+            "secretName that is no DNS name",
+            credential(ns, &format!("spec:\n{key}\n  secretName: Web_Ice")),
+            "spec.secretName in body should match",
+        ),
+        c(
+            "keyRef name that is no DNS name",
+            credential(ns, "spec:\n  keyRef: {name: 'Cloud Flare'}"),
+            "spec.keyRef.name in body should match",
+        ),
+        c(
+            "excluded port zero",
+            credential(ns, &format!("spec:\n{key}\n  urlFilter: {{excludePorts: [0]}}")),
+            "greater than or equal to 1",
+        ),
+        c(
             "unknown transport",
             credential(ns, &format!("spec:\n{key}\n  urlFilter: {{transports: [quic]}}")),
             "Unsupported value: \"quic\"",
@@ -311,4 +326,18 @@ async fn invalid_manifests_are_rejected_by_the_api_server_with_a_readable_messag
     let changed = credential(&env.namespace, "spec:\n  keyRef: {name: k}\n  secretName: two");
     let error = kubectl(&["apply", "-f", "-"], Some(&changed)).unwrap_err();
     assert!(error.contains("spec.secretName is immutable"), "{error}");
+}
+
+#[tokio::test]
+#[ignore = "needs the control plane of `make test`"]
+async fn applying_the_crds_prints_no_warning() {
+    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/");
+    let output = crate::harness::run(
+        "kubectl",
+        &["apply", "--server-side", "--force-conflicts", "-f", crds],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("Warning"), "the API server warned: {stderr}");
 }

@@ -287,6 +287,23 @@ async fn forced_rotation_annotation_mints_a_new_credential() {
     .await;
     let secret = env.secrets().get("web").await.unwrap();
     assert_eq!(text(&secret, "username"), env.fake.mints()[1].username);
+    assert_eq!(secret.annotations()["toma.dev/rotate-request"], "1");
+
+    // Taking the annotation away asks for nothing: toma only stops recording the request.
+    let ns = env.namespace.clone();
+    kubectl(
+        &["annotate", "turncredential", "web", "-n", &ns, "toma.dev/rotate-"],
+        None,
+    )
+    .unwrap();
+    eventually(Duration::from_secs(20), || async {
+        let secret = env.secrets().get("web").await.unwrap();
+        !secret.annotations().contains_key("toma.dev/rotate-request")
+    })
+    .await;
+    assert_eq!(env.fake.mints().len(), 2, "removing the annotation minted");
+    let secret = env.secrets().get("web").await.unwrap();
+    assert_eq!(text(&secret, "username"), env.fake.mints()[1].username);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -232,3 +232,28 @@ async fn a_stale_status_does_not_undo_the_rotation_count() {
     );
     assert_eq!(cluster.stored_status()["rotations"], 3);
 }
+
+#[tokio::test]
+async fn removing_the_rotate_annotation_mints_nothing() {
+    let cluster = Cluster::default();
+    cluster.shared_secret_key();
+    let ctx = cluster.toma();
+    let mut tc = turn_credential("web");
+    tc.annotations_mut().insert(ROTATE_ANNOTATION.into(), "1".into());
+    cluster.reconcile(&ctx, &tc, at(0)).await.unwrap();
+    let minted = secret::stored_credential(&cluster.stored_secret().unwrap());
+
+    tc.annotations_mut().remove(ROTATE_ANNOTATION);
+    cluster.reconcile(&ctx, &tc, at(10)).await.unwrap();
+
+    let secret = cluster.stored_secret().unwrap();
+    assert_eq!(secret::stored_credential(&secret), minted, "the same credential");
+    assert!(
+        !secret
+            .annotations()
+            .contains_key(secret::ROTATE_REQUEST_ANNOTATION)
+    );
+    assert_eq!(cluster.stored_status()["rotations"], 1);
+    drop(ctx);
+    assert_eq!(cluster.event_reasons().await, ["Issued"]);
+}
