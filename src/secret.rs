@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -26,6 +27,11 @@ pub const ROTATIONS_ANNOTATION: &str = "toma.dev/rotations";
 /// The value of the TurnCredential's `toma.dev/rotate` annotation the credential was minted
 /// for, so that a forced rotation can be told from a changed spec.
 pub const ROTATE_REQUEST_ANNOTATION: &str = "toma.dev/rotate-request";
+
+/// The TURN username and expiry of the credential that the current one replaced, while that one
+/// is still valid, so that revoking on delete can revoke it too.
+pub const PREVIOUS_USERNAME_ANNOTATION: &str = "toma.dev/previous-username";
+pub const PREVIOUS_EXPIRES_AT_ANNOTATION: &str = "toma.dev/previous-expires-at";
 
 pub const ICE_SERVERS_KEY: &str = "iceServers.json";
 pub const USERNAME_KEY: &str = "username";
@@ -78,6 +84,42 @@ fn secret_data(credential: &Credential) -> BTreeMap<String, ByteString> {
         (URLS_KEY.into(), text(&(urls.join("\n") + "\n"))),
         (EXPIRES_AT_KEY.into(), text(&credential.expires_at.to_string())),
     ])
+}
+
+/// The credential a newer one replaced: enough to revoke it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Previous {
+    pub username: String,
+    pub expires_at: Timestamp,
+}
+
+impl Previous {
+    pub fn of(credential: &Credential) -> Option<Previous> {
+        let (username, _) = credential.turn_pair()?;
+        Some(Previous {
+            username: username.into(),
+            expires_at: credential.expires_at,
+        })
+    }
+}
+
+/// The replaced credential a Secret records, if any.
+pub fn previous(secret: &Secret) -> Option<Previous> {
+    let annotations = secret.metadata.annotations.as_ref()?;
+    Some(Previous {
+        username: annotations.get(PREVIOUS_USERNAME_ANNOTATION)?.clone(),
+        expires_at: annotations.get(PREVIOUS_EXPIRES_AT_ANNOTATION)?.parse().ok()?,
+    })
+}
+
+/// Records on `secret` the credential that its credential replaced.
+pub fn record_previous(secret: &mut Secret, previous: &Previous) {
+    let annotations = secret.annotations_mut();
+    annotations.insert(PREVIOUS_USERNAME_ANNOTATION.into(), previous.username.clone());
+    annotations.insert(
+        PREVIOUS_EXPIRES_AT_ANNOTATION.into(),
+        previous.expires_at.to_string(),
+    );
 }
 
 /// True when `secret` is controlled by `tc` (same UID). Anything else is not toma's to touch.

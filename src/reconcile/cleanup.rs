@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -35,12 +36,12 @@ pub(super) async fn ensure_finalizer(tc: &TurnCredential, ctx: &Context) -> Resu
 }
 
 /// On deletion: revoke if asked to, then let the TurnCredential go.
-pub(super) async fn on_deletion(tc: &TurnCredential, ctx: &Context) -> Result<Action> {
+pub(super) async fn on_deletion(tc: &TurnCredential, ctx: &Context, now: Timestamp) -> Result<Action> {
     ctx.metrics.forget_credential(&CredentialLabels::of(tc));
     if !tc.finalizers().iter().any(|f| f == REVOKE_FINALIZER) {
         return Ok(Action::await_change());
     }
-    if let Err(failure) = revoke(tc, ctx).await {
+    if let Err(failure) = revoke(tc, ctx, now).await {
         if failure.is_transient() {
             warn!(error = %failure, "revoking the credential failed; will retry");
             ctx.events
@@ -64,30 +65,44 @@ pub(super) async fn on_deletion(tc: &TurnCredential, ctx: &Context) -> Result<Ac
     Ok(Action::await_change())
 }
 
-async fn revoke(tc: &TurnCredential, ctx: &Context) -> Result<(), Failure> {
-    let secret = super::get_secret(tc, ctx).await?;
-    let Some(credential) = secret
-        .filter(|s| secret::is_owned_by(s, tc))
-        .and_then(|s| secret::stored_credential(&s))
-    else {
+/// Revokes the credential in the Secret, and the one it replaced while that is still valid.
+async fn revoke(tc: &TurnCredential, ctx: &Context, now: Timestamp) -> Result<(), Failure> {
+    let secret = super::get_secret(tc, ctx)
+        .await?
+        .filter(|s| secret::is_owned_by(s, tc));
+    let current = secret.as_ref().and_then(secret::stored_credential);
+    let Some((username, _)) = current.as_ref().and_then(|c| c.turn_pair()) else {
+        let note = format!(
+            "Secret {} is gone or holds no credential toma wrote: nothing was revoked",
+            tc.secret_name()
+        );
+        ctx.events
+            .publish(tc, EventType::Normal, "NotRevoked", note)
+            .await;
         return Ok(());
     };
-    let Some((username, _)) = credential.turn_pair() else {
-        return Ok(());
-    };
+    let mut usernames = vec![username.to_string()];
+    let previous = secret.as_ref().and_then(secret::previous);
+    usernames.extend(previous.filter(|p| p.expires_at > now).map(|p| p.username));
     let key = key_resolver::resolve(&ctx.client, tc).await?;
-    let revoked = ctx
-        .providers
-        .revoke(&key, username)
-        .await
-        .map_err(|source| Failure::Provider {
-            key: key.name.clone(),
-            source,
-        })?;
-    if revoked == Revoked::Revoked {
-        let note = "revoked the credential at Cloudflare".to_string();
-        ctx.events.publish(tc, EventType::Normal, "Revoked", note).await;
+    for username in &usernames {
+        let revoked = ctx
+            .providers
+            .revoke(&key, username)
+            .await
+            .map_err(|source| Failure::Provider {
+                key: key.name.clone(),
+                source,
+            })?;
+        if revoked == Revoked::NotRevocable {
+            return Ok(()); // shared-secret credentials expire; there is nothing to revoke
+        }
     }
+    let note = match usernames.len() {
+        1 => "revoked the credential at Cloudflare".to_string(),
+        _ => "revoked the credential, and the one it replaced, at Cloudflare".to_string(),
+    };
+    ctx.events.publish(tc, EventType::Normal, "Revoked", note).await;
     Ok(())
 }
 

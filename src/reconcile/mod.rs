@@ -23,7 +23,7 @@ use crate::credential::{Credential, filter_urls};
 use crate::error::{Error, Failure, Result};
 use crate::plan::{MintReason, Plan, plan};
 use crate::provider::Request;
-use crate::secret;
+use crate::secret::{self, Previous};
 
 pub const FIELD_MANAGER: &str = "toma";
 pub use cleanup::REVOKE_FINALIZER;
@@ -48,7 +48,7 @@ pub async fn reconcile(tc: Arc<TurnCredential>, ctx: Arc<Context>) -> Result<Act
 pub async fn reconcile_at(tc: &TurnCredential, ctx: &Context, now: Timestamp) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started();
     if tc.meta().deletion_timestamp.is_some() {
-        return cleanup::on_deletion(tc, ctx).await;
+        return cleanup::on_deletion(tc, ctx, now).await;
     }
     cleanup::ensure_finalizer(tc, ctx).await?;
     let existing = get_secret(tc, ctx).await?;
@@ -78,17 +78,23 @@ async fn sync(
     existing: Option<&Secret>,
     now: Timestamp,
 ) -> Result<Synced, Failure> {
-    let (credential, minted) = match plan(tc, existing, now)? {
-        Plan::Keep(credential) => (credential, None),
-        Plan::Mint(reason) => (mint(tc, ctx, reason, now).await?, Some(reason)),
+    let (credential, minted, previous) = match plan(tc, existing, now)? {
+        Plan::Keep(credential) => (credential, None, existing.and_then(secret::previous)),
+        Plan::Mint(reason) => {
+            // Only a credential toma can read back is known to be a real one to revoke later.
+            let replaced = existing.and_then(secret::stored_credential);
+            let previous = replaced.as_ref().and_then(Previous::of);
+            (mint(tc, ctx, reason, now).await?, Some(reason), previous)
+        }
     };
+    let previous = previous.filter(|p| p.expires_at > now);
     // The larger of the two records: the Secret's survives a stale status, the status's
     // survives a deleted Secret.
     let recorded = existing
         .map_or(0, secret::rotations)
         .max(tc.status.as_ref().map_or(0, |s| s.rotations));
     let rotations = recorded + i64::from(minted.is_some());
-    write(tc, ctx, existing, &credential, rotations).await?;
+    write(tc, ctx, existing, &credential, rotations, previous.as_ref()).await?;
     Ok(Synced {
         credential,
         minted,
@@ -138,8 +144,12 @@ async fn write(
     existing: Option<&Secret>,
     credential: &Credential,
     rotations: i64,
+    previous: Option<&Previous>,
 ) -> Result<(), Error> {
-    let desired = secret::desired_secret(tc, credential, rotations);
+    let mut desired = secret::desired_secret(tc, credential, rotations);
+    if let Some(previous) = previous {
+        secret::record_previous(&mut desired, previous);
+    }
     if existing.is_some_and(|s| secret::owned_fields_match(s, &desired)) {
         return Ok(());
     }

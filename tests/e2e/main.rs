@@ -240,7 +240,18 @@ async fn deleted_or_edited_secret_is_restored_and_deleting_the_credential_collec
     })
     .await;
 
-    let live_username = env.fake.mints()[2].username.clone();
+    // A forced rotation: the replaced credential is still valid, and revoked with the live one.
+    env.force_rotation("web", "1");
+    eventually(Duration::from_secs(20), || async { env.fake.mints().len() == 4 }).await;
+    eventually(Duration::from_secs(20), || async {
+        secrets
+            .get("web")
+            .await
+            .is_ok_and(|s| text(&s, "username") == env.fake.mints()[3].username)
+    })
+    .await;
+    let live_username = env.fake.mints()[3].username.clone();
+    let replaced_username = env.fake.mints()[2].username.clone();
     kubectl(
         &[
             "delete",
@@ -256,8 +267,8 @@ async fn deleted_or_edited_secret_is_restored_and_deleting_the_credential_collec
     .unwrap();
     assert_eq!(
         env.fake.revoked(),
-        vec![live_username],
-        "revokeOnDelete revokes the live credential"
+        vec![live_username, replaced_username],
+        "revokeOnDelete revokes the live credential and the still valid one it replaced"
     );
     // The real garbage collector removes the owned Secret.
     eventually(Duration::from_secs(90), || async {
