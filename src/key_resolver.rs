@@ -41,7 +41,7 @@ impl KeyResolver {
                 return Ok(key.clone());
             }
         }
-        let key = Arc::new(resolve(client, tc).await?);
+        let key = Arc::new(resolve(client, &name).await?);
         self.recent
             .lock()
             .expect("the key cache lock is never poisoned")
@@ -50,9 +50,9 @@ impl KeyResolver {
     }
 }
 
-/// The key for `tc`, read from the API server now.
-pub async fn resolve(client: &Client, tc: &TurnCredential) -> Result<Key, Failure> {
-    let name = KeyName::of(tc);
+/// The key `name`, read from the API server now.
+pub async fn resolve(client: &Client, name: &KeyName) -> Result<Key, Failure> {
+    let name = name.clone();
     let (provider, secret_namespace) = match &name.namespace {
         Some(namespace) => {
             let key: TurnKey = get_key(Api::namespaced(client.clone(), namespace), &name).await?;

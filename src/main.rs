@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 use tracing::{error, info};
 
+use toma::cli;
 use toma::controller::{self, Settings};
 use toma::leader;
 use toma::metrics::Metrics;
@@ -28,6 +29,12 @@ enum Command {
     Run(RunArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
+    /// Show a TurnCredential: Ready and why, its Secret, expiry, renewal, key, Events, what comes next.
+    Status(cli::StatusArgs),
+    /// Ask for a new credential now (sets the toma.dev/rotate annotation).
+    Rotate(cli::Target),
+    /// Mint one credential with a key from the cluster and print its iceServers JSON.
+    Mint(cli::MintArgs),
 }
 
 #[derive(clap::Args)]
@@ -89,6 +96,29 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run(args) => run(args).await,
+        Command::Status(args) => on_call(|client| cli::status(client, args)).await,
+        Command::Rotate(target) => on_call(|client| cli::rotate(client, target)).await,
+        Command::Mint(args) => on_call(|client| cli::mint(client, args)).await,
+    }
+}
+
+/// Runs a command for people on call against the kubeconfig's cluster; errors go to stderr.
+async fn on_call<F, Fut>(command: F) -> ExitCode
+where
+    F: FnOnce(kube::Client) -> Fut,
+    Fut: Future<Output = cli::Outcome>,
+{
+    toma::install_crypto_provider();
+    let outcome = match kube_client().await {
+        Ok(client) => command(client).await,
+        Err(error) => Err(format!("cannot reach the cluster: {error}")),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("toma: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use serde_json::json;
 use tracing::warn;
 
 use super::turn_credentials;
-use crate::api::TurnCredential;
+use crate::api::{KeyName, TurnCredential};
 use crate::context::Context;
 use crate::error::{Error, Failure, Result};
 use crate::metrics::CredentialLabels;
@@ -84,7 +84,7 @@ async fn revoke(tc: &TurnCredential, ctx: &Context, now: Timestamp) -> Result<()
     let mut usernames = vec![username.to_string()];
     let previous = secret.as_ref().and_then(secret::previous);
     usernames.extend(previous.filter(|p| p.expires_at > now).map(|p| p.username));
-    let key = key_resolver::resolve(&ctx.client, tc).await?;
+    let key = key_resolver::resolve(&ctx.client, &KeyName::of(tc)).await?;
     for username in &usernames {
         let revoked = ctx
             .providers

@@ -3,6 +3,7 @@
 //! fake Cloudflare as the provider. Run them with `make test`, which brings the control plane
 //! up; they are `#[ignore]`d so that a bare `cargo test` needs no cluster.
 
+mod cli;
 mod disruptive;
 mod faults;
 mod harness;
