@@ -5,7 +5,7 @@ use std::fmt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Transport, UrlFilter};
+use crate::api::{Transport, UrlFilter, UrlProfile};
 
 /// One entry of `RTCConfiguration.iceServers`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,13 +71,47 @@ impl Credential {
 
 /// Keeps the URLs the filter allows and drops servers left without any URL.
 pub fn filter_urls(servers: Vec<IceServer>, filter: &UrlFilter) -> Vec<IceServer> {
-    servers
+    let mut servers: Vec<IceServer> = servers
         .into_iter()
-        .filter_map(|mut server| {
+        .map(|mut server| {
             server.urls.retain(|url| url_allowed(url, filter));
-            (!server.urls.is_empty()).then_some(server)
+            server
         })
-        .collect()
+        .collect();
+    if filter.profile == UrlProfile::Minimal {
+        keep_minimal(&mut servers);
+    }
+    servers.retain(|server| !server.urls.is_empty());
+    servers
+}
+
+/// The minimal profile: one STUN URL, one TURN URL over UDP and one over TLS, preferring ports
+/// 3478, 3478 and 443; one over TCP (preferring 443) where there is no TLS one.
+fn keep_minimal(servers: &mut [IceServer]) {
+    let all: Vec<(usize, &str, ParsedUrl)> = servers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| s.urls.iter().map(move |u| (i, u.as_str(), ParsedUrl::parse(u))))
+        .collect();
+    let pick = |transport: Option<Transport>, port: u16| {
+        let of_kind = || all.iter().filter(|(_, _, p)| p.transport == transport);
+        of_kind()
+            .find(|(_, _, p)| p.port == Some(port))
+            .or_else(|| of_kind().next())
+            .map(|(i, url, _)| (*i, url.to_string()))
+    };
+    let tls = pick(Some(Transport::Tls), 443);
+    let tcp = if tls.is_none() {
+        pick(Some(Transport::Tcp), 443)
+    } else {
+        None
+    };
+    let keep = [pick(None, 3478), pick(Some(Transport::Udp), 3478), tls, tcp];
+    for (i, server) in servers.iter_mut().enumerate() {
+        server
+            .urls
+            .retain(|url| keep.iter().flatten().any(|(at, kept)| *at == i && kept == url));
+    }
 }
 
 fn url_allowed(url: &str, filter: &UrlFilter) -> bool {
@@ -169,6 +203,7 @@ mod tests {
         let filter = UrlFilter {
             exclude_ports: vec![],
             transports: vec![Transport::Udp, Transport::Tls],
+            ..UrlFilter::default()
         };
         let kept = filter_urls(vec![server(CLOUDFLARE_WITH_53)], &filter);
         assert_eq!(
@@ -180,6 +215,62 @@ mod tests {
                 "turn:turn.cloudflare.com:53?transport=udp",
                 "turns:turn.cloudflare.com:5349?transport=tcp",
                 "turns:turn.cloudflare.com:443?transport=tcp",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_minimal_profile_keeps_stun_turn_over_udp_and_turns_on_443() {
+        let cloudflare_today = [
+            "stun:stun.cloudflare.com:3478",
+            "turn:turn.cloudflare.com:3478?transport=udp",
+            "turn:turn.cloudflare.com:443?transport=udp",
+            "turn:turn.cloudflare.com:3478?transport=tcp",
+            "turn:turn.cloudflare.com:80?transport=tcp",
+            "turns:turn.cloudflare.com:5349?transport=tcp",
+            "turns:turn.cloudflare.com:443?transport=tcp",
+        ];
+        let stun = IceServer {
+            urls: vec![cloudflare_today[0].into()],
+            username: None,
+            credential: None,
+        };
+        let filter = UrlFilter {
+            profile: UrlProfile::Minimal,
+            ..UrlFilter::default()
+        };
+        let kept = filter_urls(vec![stun, server(&cloudflare_today[1..])], &filter);
+        assert_eq!(kept[0].urls, ["stun:stun.cloudflare.com:3478"]);
+        assert_eq!(
+            kept[1].urls,
+            [
+                "turn:turn.cloudflare.com:3478?transport=udp",
+                "turns:turn.cloudflare.com:443?transport=tcp"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_minimal_profile_takes_tcp_where_there_is_no_turns_and_any_port_where_the_preferred_is_missing() {
+        let filter = UrlFilter {
+            profile: UrlProfile::Minimal,
+            ..UrlFilter::default()
+        };
+        let kept = filter_urls(
+            vec![server(&[
+                "stun:t:19302",
+                "turn:t:3479?transport=udp",
+                "turn:t:80?transport=tcp",
+                "turn:t:443?transport=tcp",
+            ])],
+            &filter,
+        );
+        assert_eq!(
+            kept[0].urls,
+            [
+                "stun:t:19302",
+                "turn:t:3479?transport=udp",
+                "turn:t:443?transport=tcp"
             ]
         );
     }
@@ -201,6 +292,7 @@ mod tests {
         let filter = UrlFilter {
             exclude_ports: vec![3478],
             transports: vec![],
+            ..UrlFilter::default()
         };
         let kept = filter_urls(
             vec![server(&["turn:t", "turns:t", "turn:[::1]:3478", "turn:[::1]"])],

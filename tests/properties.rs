@@ -4,7 +4,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
-use toma::api::{KeyKind, KeyRef, Transport, TurnCredential, TurnCredentialSpec, UrlFilter};
+use toma::api::{KeyKind, KeyRef, Transport, TurnCredential, TurnCredentialSpec, UrlFilter, UrlProfile};
 use toma::cloudflare::parse_generate_answer;
 use toma::credential::{Credential, IceServer, filter_urls};
 use toma::secret::{desired_secret, is_owned_by, stored_credential};
@@ -96,14 +96,19 @@ proptest! {
         servers in prop::collection::vec(ice_server(), 0..4),
         ports in prop::collection::vec(any::<u16>(), 0..3),
         transports in prop::collection::vec(prop_oneof![Just(Transport::Udp), Just(Transport::Tcp), Just(Transport::Tls)], 0..3),
+        profile in prop_oneof![Just(UrlProfile::All), Just(UrlProfile::Minimal)],
     ) {
         let all: Vec<String> = servers.iter().flat_map(|s| s.urls.clone()).collect();
-        let kept = filter_urls(servers, &UrlFilter { exclude_ports: ports, transports });
+        let kept = filter_urls(servers, &UrlFilter { exclude_ports: ports, transports, profile });
         for server in &kept {
             prop_assert!(!server.urls.is_empty());
             for url in &server.urls {
                 prop_assert!(all.contains(url));
             }
+        }
+        if profile == UrlProfile::Minimal {
+            // One STUN URL and at most two TURN URLs.
+            prop_assert!(kept.iter().map(|s| s.urls.len()).sum::<usize>() <= 3);
         }
     }
 

@@ -129,6 +129,12 @@ pub struct UrlFilter {
     /// Empty keeps every transport. STUN URLs are kept either way.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transports: Vec<Transport>,
+    /// `all` (the default) keeps every URL the other filters keep. `minimal` keeps one STUN URL,
+    /// one TURN URL over UDP and one over TLS (`turns:`), preferring ports 3478, 3478 and 443, or
+    /// one over TCP where there is no `turns:` URL: fewer servers make ICE gathering quicker,
+    /// while TLS on 443 still gets through restrictive networks.
+    #[serde(default, skip_serializing_if = "UrlProfile::is_all")]
+    pub profile: UrlProfile,
 }
 
 impl Default for UrlFilter {
@@ -136,7 +142,23 @@ impl Default for UrlFilter {
         Self {
             exclude_ports: default_excluded_ports(),
             transports: Vec::new(),
+            profile: UrlProfile::All,
         }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UrlProfile {
+    #[default]
+    All,
+    Minimal,
+}
+
+impl UrlProfile {
+    // Left out when it is the default, so that the fingerprint of older specs stays the same.
+    fn is_all(&self) -> bool {
+        *self == UrlProfile::All
     }
 }
 

@@ -133,6 +133,11 @@ fn catalogue(ns: &str) -> Vec<Case> {
             "spec.keyRef.name in body should match",
         ),
         c(
+            "unknown URL profile",
+            credential(ns, &format!("spec:\n{key}\n  urlFilter: {{profile: tiny}}")),
+            "Unsupported value: \"tiny\"",
+        ),
+        c(
             "excluded port zero",
             credential(ns, &format!("spec:\n{key}\n  urlFilter: {{excludePorts: [0]}}")),
             "greater than or equal to 1",

@@ -21,7 +21,7 @@ mod uclient;
 use browser::Gathered;
 use coturn::Coturn;
 use fake_cloudflare::UrlSet;
-use harness::{Env, TOKEN, apply, start_fake_cloudflare, text};
+use harness::{Env, TOKEN, apply, free_port, start_fake_cloudflare, text};
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::Value;
 
@@ -180,6 +180,34 @@ async fn tcp_only_url_filter_keeps_tcp_turn_urls_and_chromium_relays_over_tcp() 
         assert_eq!(relay.url.as_deref(), Some(coturn.turn_tcp().as_str()));
         assert_eq!(relay.relay_protocol.as_deref(), Some("tcp"), "{gathered:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane of `make test`"]
+async fn minimal_url_profile_keeps_three_urls_and_chromium_still_relays() {
+    let coturn = Coturn::start();
+    let env = Env::start("webrtc-minimal").await;
+    // What a provider may offer: two STUN URLs, TURN over UDP and TCP, and TLS (which this
+    // coturn, started without TLS, does not serve).
+    let turns = format!("turns:127.0.0.1:{}?transport=tcp", coturn.port);
+    let offered = vec![
+        coturn.stun(),
+        format!("stun:127.0.0.1:{}", free_port()),
+        coturn.turn_udp(),
+        coturn.turn_tcp(),
+        turns.clone(),
+    ];
+    apply_shared_secret_key(&env, &coturn.secret, &offered);
+    env.apply_credential_with_key(
+        "web",
+        COTURN_KEY,
+        "  ttlSeconds: 3600\n  urlFilter: {profile: minimal}",
+    );
+    let ice = issued_ice_json(&env, "web").await;
+
+    assert_eq!(ice_urls(&ice), [coturn.stun(), coturn.turn_udp(), turns]);
+    let gathered = browser::gather(ice).await;
+    assert_relayed_by(&gathered, &coturn);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,7 +78,7 @@ async fn a_url_filter_that_leaves_no_turn_url_is_an_invalid_spec() {
     let mut tc = turn_credential("web");
     tc.spec.url_filter = Some(UrlFilter {
         exclude_ports: vec![3478],
-        transports: vec![],
+        ..UrlFilter::default()
     });
 
     cluster.reconcile(&cluster.toma(), &tc, at(0)).await.unwrap();
