@@ -98,6 +98,14 @@ fn secret_changes(
     })
 }
 
+/// Secrets, as metadata only: kube asks the API server for `PartialObjectMetadata`.
+fn secrets_metadata(client: &Client, namespace: Option<&str>) -> Api<PartialObjectMeta<Secret>> {
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("TurnCredentials cannot be listed ({0}); are the CRDs installed and may toma list them?")]
 pub struct NotQueryable(#[source] kube::Error);
@@ -111,13 +119,11 @@ pub async fn run(
     synced: Arc<AtomicBool>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), NotQueryable> {
-    let (credentials, secrets) = match &settings.namespace {
-        Some(ns) => (
-            Api::<TurnCredential>::namespaced(client.clone(), ns),
-            Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+    let credentials = match &settings.namespace {
+        Some(ns) => Api::<TurnCredential>::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     };
+    let secrets = secrets_metadata(&client, settings.namespace.as_deref());
     credentials
         .list(&ListParams::default().limit(1))
         .await
@@ -186,6 +192,32 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::mock_api::MockApi;
+
+    #[tokio::test]
+    async fn toma_watches_only_its_own_secrets_and_only_their_metadata() {
+        // A cluster full of other Secrets costs toma nothing only while both hold.
+        let api = MockApi::default();
+        let own_writes = Arc::new(OwnWrites::new().0);
+        let changes = secret_changes(secrets_metadata(&api.client(), None), own_writes);
+        futures::pin_mut!(changes);
+
+        let _ = changes.next().await; // the mock has no list to give: an error, after the request
+
+        let list = &api.requests()[0];
+        assert_eq!(list.path, "/api/v1/secrets");
+        assert!(
+            list.query
+                .contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dtoma"),
+            "{}",
+            list.query
+        );
+        assert!(
+            list.accept.contains("as=PartialObjectMetadata"),
+            "{}",
+            list.accept
+        );
+    }
 
     #[test]
     fn rewatching_waits_at_most_five_seconds_and_starts_over_after_a_success() {
