@@ -1,9 +1,11 @@
 //! The objects a benchmark needs on the control plane, and cleaning them up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use fake_cloudflare::FakeCloudflare;
+use futures::{StreamExt, TryFutureExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::ObjectMeta;
@@ -171,22 +173,64 @@ pub fn credential(namespace: &str, i: usize) -> TurnCredential {
     tc
 }
 
-/// How the TurnCredentials of a namespace ended up: Ready ones, and rotation counts other than 1.
+/// How the objects of a namespace (TurnCredentials or ExternalSecrets) ended up.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Outcome {
-    pub turncredentials: usize,
+    pub objects: usize,
     pub ready: usize,
-    /// TurnCredentials whose `status.rotations` is not 1 (each should have been minted once).
-    pub rotations_not_one: usize,
+    pub secrets: usize,
+    /// Secrets that hold a TURN username.
+    pub usable_secrets: usize,
+    /// Credentials the fake issued that no Secret holds and nobody revoked: of no use to anyone,
+    /// and valid at Cloudflare until their ttl ends.
+    pub unused_mints: usize,
+    /// TurnCredentials whose `status.rotations` is not 1 (each should have been minted once);
+    /// None for objects without that count.
+    pub rotations_not_one: Option<usize>,
     /// How many TurnCredentials report each `status.rotations` value.
     pub rotations: BTreeMap<i64, usize>,
-    pub secrets: usize,
 }
 
-pub async fn outcome(client: &Client, namespace: &str) -> Result<Outcome> {
+impl Outcome {
+    /// Fills in what the Secrets hold, and which of the fake's credentials none of them does.
+    pub fn with_secrets(mut self, secrets: &[Secret], fake: &FakeCloudflare) -> Outcome {
+        let held: HashSet<&str> = secrets.iter().filter_map(username).collect();
+        self.secrets = secrets.len();
+        self.usable_secrets = secrets.iter().filter_map(username).count();
+        self.unused_mints = unused_mints(
+            fake.mints().iter().map(|m| m.username.as_str()),
+            &fake.revoked(),
+            &held,
+        );
+        self
+    }
+}
+
+/// The TURN username a Secret holds (toma's and the ESO template's Secrets both have the key).
+fn username(secret: &Secret) -> Option<&str> {
+    let value = secret.data.as_ref()?.get(toma::secret::USERNAME_KEY)?;
+    std::str::from_utf8(&value.0).ok().filter(|u| !u.is_empty())
+}
+
+/// The distinct minted usernames that are neither held nor revoked.
+fn unused_mints<'a>(
+    minted: impl IntoIterator<Item = &'a str>,
+    revoked: &[String],
+    held: &HashSet<&str>,
+) -> usize {
+    let minted: HashSet<&str> = minted.into_iter().collect();
+    minted
+        .into_iter()
+        .filter(|u| !held.contains(u) && !revoked.iter().any(|r| r == u))
+        .count()
+}
+
+/// The TurnCredentials of `namespace` and toma's Secrets there.
+pub async fn outcome(client: &Client, namespace: &str, fake: &FakeCloudflare) -> Result<Outcome> {
     let credentials = list_all(&Api::<TurnCredential>::namespaced(client.clone(), namespace)).await?;
-    let secrets = Api::<Secret>::namespaced(client.clone(), namespace)
-        .list_metadata(&ListParams::default().labels(&toma_secrets()))
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secrets = secrets
+        .list(&ListParams::default().labels(&toma_secrets()))
         .await?;
     let mut rotations = BTreeMap::new();
     for tc in &credentials {
@@ -194,19 +238,65 @@ pub async fn outcome(client: &Client, namespace: &str) -> Result<Outcome> {
             .entry(tc.status.as_ref().map_or(-1, |s| s.rotations))
             .or_insert(0) += 1;
     }
-    Ok(Outcome {
-        turncredentials: credentials.len(),
+    let outcome = Outcome {
+        objects: credentials.len(),
         ready: credentials
             .iter()
             .filter(|tc| crate::progress::is_ready(tc))
             .count(),
-        rotations_not_one: credentials.len() - rotations.get(&1).copied().unwrap_or(0),
+        rotations_not_one: Some(credentials.len() - rotations.get(&1).copied().unwrap_or(0)),
         rotations,
-        secrets: secrets.items.len(),
-    })
+        ..Outcome::default()
+    };
+    Ok(outcome.with_secrets(&secrets.items, fake))
+}
+
+/// Creates the `n` objects `create(i)` makes, with `parallelism` requests in flight; returns
+/// when the last create was answered.
+pub async fn create_each<F, T, E>(
+    n: usize,
+    parallelism: usize,
+    create: impl Fn(usize) -> F,
+) -> Result<Instant>
+where
+    F: Future<Output = std::result::Result<T, E>>,
+    E: Into<crate::Error>,
+{
+    futures::stream::iter(0..n)
+        .map(|i| create(i).map_err(Into::into))
+        .buffer_unordered(parallelism)
+        .try_for_each(|_| async { Ok(()) })
+        .await?;
+    Ok(Instant::now())
 }
 
 /// The label selector of the Secrets toma writes.
 pub fn toma_secrets() -> String {
     format!("{MANAGED_BY_LABEL}={MANAGED_BY}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+
+    fn secret_holding(username: &str) -> Secret {
+        Secret {
+            data: Some(BTreeMap::from([(
+                toma::secret::USERNAME_KEY.to_string(),
+                ByteString(username.as_bytes().to_vec()),
+            )])),
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn a_mint_counts_as_unused_only_when_no_secret_holds_it_and_it_was_not_revoked() {
+        let secrets = [secret_holding("a"), secret_holding("b"), Secret::default()];
+        let held: HashSet<&str> = secrets.iter().filter_map(username).collect();
+        assert_eq!(held, HashSet::from(["a", "b"]));
+        let minted = ["a", "b", "c", "d", "d"];
+        assert_eq!(unused_mints(minted, &["c".to_string()], &held), 1);
+        assert_eq!(unused_mints(["a"], &[], &held), 0);
+    }
 }

@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use fake_cloudflare::FakeCloudflare;
-use futures::{StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -66,29 +65,28 @@ async fn measure(bench: &Bench, namespace: &str, n: usize) -> Result<Floor> {
         base_url: fake.base_url(),
         token: SecretValue::new(cluster::TOKEN.into()),
     };
-    let mut tracker = progress::track(client, namespace, n).await?;
+    let mut tracker = progress::track_credentials(client, namespace, n).await?;
 
     let api_before = apiserver::scrape(client).await?;
     let control_plane_before = bench.control_plane_cpu();
     let started = Instant::now();
     let credentials: Api<TurnCredential> = Api::namespaced(client.clone(), namespace);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let (credentials, secrets, cloudflare) = (&credentials, &secrets, &cloudflare);
-            async move {
-                let tc = credentials
-                    .create(&PostParams::default(), &cluster::credential(namespace, i))
-                    .await?;
-                issue(&tc, credentials, secrets, cloudflare).await
-            }
-        })
-        .buffer_unordered(bench.parallelism)
-        .try_for_each(|_| async { Ok(()) })
-        .await?;
+    cluster::create_each(n, bench.parallelism, |i| {
+        let (credentials, secrets, cloudflare) = (&credentials, &secrets, &cloudflare);
+        async move {
+            let tc = credentials
+                .create(&PostParams::default(), &cluster::credential(namespace, i))
+                .await?;
+            issue(&tc, credentials, secrets, cloudflare).await
+        }
+    })
+    .await?;
     let done = tracker.done(limit_for(n)).await?;
     let control_plane = bench.control_plane_cpu().since(control_plane_before);
-    let api = apiserver::scrape(client).await?.since(&api_before, n as u64);
+    let api = apiserver::scrape(client)
+        .await?
+        .since(&api_before, &apiserver::TOMA, n as u64);
     let mints = fake.mints().len();
     Ok(Floor {
         seconds_to_ready: (done - started).as_secs_f64(),
@@ -98,7 +96,7 @@ async fn measure(bench: &Bench, namespace: &str, n: usize) -> Result<Floor> {
         api,
         apiserver_cpu_seconds: control_plane.apiserver,
         etcd_cpu_seconds: control_plane.etcd,
-        outcome: cluster::outcome(client, namespace).await?,
+        outcome: cluster::outcome(client, namespace, &fake).await?,
     })
 }
 

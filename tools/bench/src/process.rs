@@ -1,36 +1,45 @@
-//! The toma process under measurement, and what /proc says about a process.
+//! The operator process under measurement (toma, or external-secrets), and what /proc says
+//! about a process.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::{Result, prom};
+use crate::Result;
 
-/// A running `toma run`. Dropping it kills the process (SIGKILL) and reaps it, so no toma
+/// A running operator. Dropping it kills the process (SIGKILL) and reaps it, so no operator
 /// outlives the bench, whether it ends normally, with an error or on a signal.
-pub struct Toma {
+pub struct Process {
     child: Child,
     addr: SocketAddr,
     /// When the process was spawned.
     pub started: Instant,
+    /// The length of the log when the process was spawned: what it logs comes after.
+    log_offset: u64,
+    spec: Spawn,
     http: reqwest::Client,
 }
 
-/// What toma's own /metrics says.
+/// What an operator's own /metrics says.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct TomaMetrics {
+pub struct Metrics {
     pub reconciles: u64,
     pub errors: u64,
-    /// Sum and count of toma_reconcile_duration_seconds.
+    /// Reconciles that asked to be queued again (controller-runtime's `requeue` result); None
+    /// where the operator does not count them.
+    pub requeues: Option<u64>,
+    /// Sum and count of the reconcile duration histogram.
     pub reconcile_seconds: f64,
     pub reconcile_count: u64,
+    /// Requests to the provider (the fake Cloudflare), failed ones included.
+    pub provider_calls: u64,
 }
 
-impl TomaMetrics {
+impl Metrics {
     /// Mean duration of one reconcile so far, in milliseconds.
     pub fn mean_reconcile_ms(&self) -> f64 {
         if self.reconcile_count == 0 {
@@ -40,73 +49,109 @@ impl TomaMetrics {
     }
 }
 
-pub struct Spawn<'a> {
-    pub binary: &'a Path,
-    pub namespace: &'a str,
-    pub concurrency: u16,
-    /// Appended to across restarts.
+/// How to tell that a freshly started operator has synced its caches and works.
+#[derive(Debug, Clone, Copy)]
+pub enum Readiness {
+    /// `GET /readyz` on the metrics address answers 200.
+    Readyz,
+    /// A line of its log (since the spawn) holds all of these.
+    LogLine(&'static [&'static str]),
+}
+
+/// How to start an operator, again and again (restarts append to the same log).
+#[derive(Debug, Clone)]
+pub struct Spawn {
+    pub binary: PathBuf,
+    /// The arguments but the address to serve metrics on, which is new at each spawn.
+    pub args: Vec<String>,
+    /// The flag that takes that address.
+    pub addr_flag: &'static str,
+    pub env: Vec<(&'static str, &'static str)>,
+    pub readiness: Readiness,
+    /// Reads the operator's /metrics.
+    pub metrics: fn(&str) -> Metrics,
     pub log: PathBuf,
-    /// Every spawned PID is appended here, so that hack/bench.sh can stop a toma that a killed
-    /// bench left behind.
+    /// Every spawned PID is appended here, so that the calling script can stop an operator that
+    /// a killed bench left behind.
     pub pid_file: PathBuf,
 }
 
-impl Toma {
-    pub fn spawn(spec: &Spawn<'_>, http: reqwest::Client) -> Result<Toma> {
+impl Process {
+    pub fn spawn(spec: &Spawn, http: reqwest::Client) -> Result<Process> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let log = append(&spec.log)?;
-        let child = Command::new(spec.binary)
-            .arg("run")
-            .args(["--namespace", spec.namespace])
-            .args(["--http-addr", &addr.to_string()])
-            .args(["--concurrency", &spec.concurrency.to_string()])
-            // The default level, whatever the caller's environment says: logging is part of the cost.
-            .env("RUST_LOG", "info")
+        let log_offset = log.metadata()?.len();
+        let child = Command::new(&spec.binary)
+            .args(&spec.args)
+            .args([spec.addr_flag, &addr.to_string()])
+            .envs(spec.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", spec.binary.display()))?;
         // Built before the PID is recorded, so that a failure there still kills the process.
-        let toma = Toma {
+        let process = Process {
             child,
             addr,
             started: Instant::now(),
+            log_offset,
+            spec: spec.clone(),
             http,
         };
-        writeln!(append(&spec.pid_file)?, "{}", toma.pid())?;
-        Ok(toma)
+        writeln!(append(&spec.pid_file)?, "{}", process.pid())?;
+        Ok(process)
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    /// Waits for /readyz to answer 200 and returns when it first did.
+    fn name(&self) -> String {
+        self.spec.binary.file_name().map_or_else(
+            || self.spec.binary.display().to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        )
+    }
+
+    /// Waits until the operator is ready and returns when it first was seen to be.
     pub async fn wait_ready(&mut self, limit: Duration) -> Result<Instant> {
         let deadline = Instant::now() + limit;
-        let url = format!("http://{}/readyz", self.addr);
         loop {
             if let Some(status) = self.child.try_wait()? {
-                return Err(format!("toma exited before it was ready ({status}); see its log").into());
+                let log = self.spec.log.display();
+                return Err(
+                    format!("{} exited before it was ready ({status}); see {log}", self.name()).into(),
+                );
             }
-            let ready = self
-                .http
-                .get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
+            if self.is_ready().await? {
                 return Ok(Instant::now());
             }
             if Instant::now() > deadline {
-                return Err(format!("toma not ready within {limit:?}").into());
+                return Err(format!("{} not ready within {limit:?}", self.name()).into());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    pub async fn metrics(&self) -> Result<TomaMetrics> {
+    async fn is_ready(&self) -> Result<bool> {
+        match self.spec.readiness {
+            Readiness::Readyz => {
+                let url = format!("http://{}/readyz", self.addr);
+                let answer = self.http.get(&url).send().await;
+                Ok(answer.is_ok_and(|r| r.status().is_success()))
+            }
+            Readiness::LogLine(parts) => {
+                let mut log = File::open(&self.spec.log)?;
+                log.seek(SeekFrom::Start(self.log_offset))?;
+                let mut text = String::new();
+                log.read_to_string(&mut text)?;
+                Ok(text.lines().any(|line| parts.iter().all(|p| line.contains(p))))
+            }
+        }
+    }
+
+    pub async fn metrics(&self) -> Result<Metrics> {
         let text = self
             .http
             .get(format!("http://{}/metrics", self.addr))
@@ -115,12 +160,7 @@ impl Toma {
             .error_for_status()?
             .text()
             .await?;
-        Ok(TomaMetrics {
-            reconciles: prom::sum(&text, "toma_reconciles_total") as u64,
-            errors: prom::sum(&text, "toma_reconcile_errors_total") as u64,
-            reconcile_seconds: prom::sum(&text, "toma_reconcile_duration_seconds_sum"),
-            reconcile_count: prom::sum(&text, "toma_reconcile_duration_seconds_count") as u64,
-        })
+        Ok((self.spec.metrics)(&text))
     }
 
     pub fn memory(&self) -> Result<Memory> {
@@ -147,7 +187,9 @@ impl Toma {
             if Instant::now() > deadline {
                 self.child.kill()?;
                 self.child.wait()?;
-                return Err(format!("toma did not stop within {limit:?} of SIGTERM; killed").into());
+                return Err(
+                    format!("{} did not stop within {limit:?} of SIGTERM; killed", self.name()).into(),
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -155,7 +197,7 @@ impl Toma {
     }
 }
 
-impl Drop for Toma {
+impl Drop for Process {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();

@@ -1,8 +1,10 @@
-//! Knowing when all N credentials are done: two watches on the namespace (TurnCredentials for
-//! Ready=True, and toma's Secrets, metadata only), started before the first create. The moment
-//! the last one arrives is taken from the watch event itself, not from a poll.
+//! Knowing when all N credentials are done: two watches on the namespace (the operator's
+//! objects, TurnCredentials or ExternalSecrets, for Ready=True, and the Secrets it writes,
+//! metadata only), started before the first create. The moment the last one arrives is taken
+//! from the watch event itself, not from a poll.
 
 use std::collections::HashSet;
+use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use toma::api::TurnCredential;
@@ -40,23 +43,52 @@ impl Drop for Tracker {
     }
 }
 
-/// Starts both watches on `namespace` and returns once each has listed what is there.
-pub async fn track(client: &Client, namespace: &str, target: usize) -> Result<Tracker> {
+/// Which Secrets of the namespace count: those with `labels` (a selector), and of those the
+/// ones whose name `counts`.
+pub struct Secrets {
+    pub labels: Option<String>,
+    pub counts: fn(&str) -> bool,
+}
+
+/// TurnCredentials and the Secrets toma writes.
+pub async fn track_credentials(client: &Client, namespace: &str, target: usize) -> Result<Tracker> {
+    let secrets = Secrets {
+        labels: Some(crate::cluster::toma_secrets()),
+        counts: |_| true,
+    };
+    let credentials: Api<TurnCredential> = Api::namespaced(client.clone(), namespace);
+    track(credentials, is_ready, client, namespace, secrets, target).await
+}
+
+/// Starts both watches on `namespace`, `objects` for `is_ready` and `secrets`, and returns once
+/// each has listed what is there.
+pub async fn track<K>(
+    objects: Api<K>,
+    is_ready: fn(&K) -> bool,
+    client: &Client,
+    namespace: &str,
+    secrets: Secrets,
+    target: usize,
+) -> Result<Tracker>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
     let (tx, rx) = watch::channel(Progress::default());
     let tx = Arc::new(tx);
 
-    let credentials: Api<TurnCredential> = Api::namespaced(client.clone(), namespace);
-    let ready_events = watcher(credentials, watcher::Config::default())
+    let ready_events = watcher(objects, watcher::Config::default())
         .default_backoff()
-        .map(|event| event.map(|e| names(e, is_ready)));
+        .map(move |event| event.map(|e| names(e, is_ready)));
     // Metadata only: the bench needs to know that a Secret is there, not what it holds.
-    let secrets: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), namespace);
-    let secret_events = watcher(
-        secrets,
-        watcher::Config::default().labels(&crate::cluster::toma_secrets()),
-    )
-    .default_backoff()
-    .map(|event| event.map(|e| names(e, |_| true)));
+    let secret_api: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), namespace);
+    let mut config = watcher::Config::default();
+    if let Some(labels) = &secrets.labels {
+        config = config.labels(labels);
+    }
+    let counts = secrets.counts;
+    let secret_events = watcher(secret_api, config)
+        .default_backoff()
+        .map(move |event| event.map(|e| names(e, |s| counts(&s.name_any()))));
 
     let (ready_listed, ready_listed_rx) = oneshot::channel();
     let (secrets_listed, secrets_listed_rx) = oneshot::channel();
