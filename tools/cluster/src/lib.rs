@@ -18,6 +18,7 @@ mod node;
 mod pki;
 pub mod process;
 mod report;
+mod teardown;
 mod wait;
 
 pub use cluster::{Cluster, Status};

@@ -289,8 +289,18 @@ impl Node<'_> {
         Ok(pid)
     }
 
-    /// Ready, and the not-ready taint lifted by the node lifecycle controller: pods can land.
-    pub fn wait_ready(&self, control_plane: &ControlPlane, pid: u32) -> Result<()> {
+    /// When the kubelet last posted the node's Ready condition, if it ever did.
+    pub fn heartbeat(&self, control_plane: &ControlPlane) -> Option<String> {
+        let query = r#"-o=jsonpath={.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}"#;
+        control_plane
+            .kubectl(&["get", "node", files::NODE_NAME, query])
+            .ok()
+            .filter(|t| !t.is_empty())
+    }
+
+    /// Ready, with the not-ready taint lifted by the node lifecycle controller, so pods can land;
+    /// and, after a restart, reported by the new kubelet (a heartbeat other than `previous`).
+    pub fn wait_ready(&self, control_plane: &ControlPlane, pid: u32, previous: Option<&str>) -> Result<()> {
         let query = r#"-o=jsonpath={.status.conditions[?(@.type=="Ready")].status} {.spec.taints[*].key}"#;
         wait::until_ready(
             self.layout,
@@ -302,6 +312,7 @@ impl Node<'_> {
                 control_plane
                     .kubectl(&["get", "node", files::NODE_NAME, query])
                     .is_ok_and(|out| out.trim() == "True")
+                    && (previous.is_none() || self.heartbeat(control_plane).as_deref() != previous)
             },
         )
     }
