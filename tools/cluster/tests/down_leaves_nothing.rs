@@ -1,6 +1,7 @@
 //! The whole node, end to end: `up`, a busybox pod on the pod network that reads a mounted
-//! Secret and one on the host network, both Ready, then `down` leaves nothing behind: no
-//! process, container, shim, mount, network namespace, cgroup, bridge or port.
+//! Secret and one on the host network, both Ready, an imported image run under its new name;
+//! then `down` leaves nothing behind: no process, container, shim, mount, network namespace,
+//! cgroup, bridge or port.
 //!
 //! Needs root, hack/build-control-plane.sh and hack/build-node.sh; hence ignored:
 //! `cargo test -p toma-cluster --test down_leaves_nothing -- --ignored`.
@@ -144,6 +145,41 @@ fn down_leaves_no_process_container_mount_netns_cgroup_or_port() {
     // Through the apiserver's kubelet client certificate and the kubelet's webhook authorization.
     let logs = kubectl(&bin, &kubeconfig, &["logs", "on-pod-network"]);
     assert_eq!(logs.trim(), "hello-from-a-secret");
+
+    // An imported archive runs under the name it was given.
+    let archive = cluster.settings().node_image("busybox.tar");
+    cluster
+        .import_image(&archive, Some("example.test/imported:1"))
+        .unwrap();
+    kubectl(
+        &bin,
+        &kubeconfig,
+        &[
+            "run",
+            "imported",
+            "--image=example.test/imported:1",
+            "--image-pull-policy=Never",
+            "--restart=Never",
+            "--command",
+            "--",
+            "echo",
+            "imported-image-ran",
+        ],
+    );
+    kubectl(
+        &bin,
+        &kubeconfig,
+        &[
+            "wait",
+            "--for=jsonpath={.status.phase}=Succeeded",
+            "pod/imported",
+            "--timeout=60s",
+        ],
+    );
+    assert_eq!(
+        kubectl(&bin, &kubeconfig, &["logs", "imported"]).trim(),
+        "imported-image-ran"
+    );
 
     // What must be gone afterwards.
     let cgroup_root = env.get("CGROUP_ROOT").unwrap().to_string();
