@@ -81,7 +81,7 @@ trap 'exit 130' INT TERM
 rm -rf "$out/crds" && mkdir -p "$out/crds"
 cp crds/*.yaml "$eso_dir"/crds/*.yaml "$out/crds/"
 log "control plane in $TOMA_CLUSTER_DIR, with the CRDs of toma and ESO $eso_version"
-TOMA_CLUSTER_CRDS=$out/crds hack/cluster.sh up
+TOMA_NODE=0 TOMA_CLUSTER_CRDS=$out/crds hack/cluster.sh up
 cluster_env=$TOMA_CLUSTER_DIR/cluster.env
 apiserver_pid=$(sed -n 's/^APISERVER_PID=//p' "$cluster_env")
 etcd_pid=$(sed -n 's/^ETCD_PID=//p' "$cluster_env")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a fresh machine: Debian's openssl and curl, coturn
 # and Chromium (for the WebRTC tests), and
-# the control plane built from pinned upstream Go modules (cached outside the repository).
+# the control plane and the local node built from pinned upstream Go modules (cached outside the
+# repository).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -11,3 +12,4 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 hack/webrtc-prerequisites.sh
 hack/build-control-plane.sh >/dev/null
+hack/build-node.sh >/dev/null
