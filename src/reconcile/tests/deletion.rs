@@ -59,6 +59,18 @@ async fn a_finalizer_update_from_a_stale_read_is_refused_rather_than_lost() {
     );
 }
 
+/// A TurnCredential `web` with revokeOnDelete, issued by the fake at `NOW` through `ctx`.
+async fn issued_with_revoke_on_delete(
+    cluster: &Cluster,
+    ctx: &Context,
+    fake: &fake_cloudflare::FakeCloudflare,
+) {
+    cluster.cloudflare_key(&fake.base_url(), "good-token");
+    let mut tc = turn_credential("web");
+    tc.spec.revoke_on_delete = true;
+    cluster.reconcile(ctx, &tc, at(0)).await.unwrap();
+}
+
 /// Marks the stored TurnCredential deleted at `at(seconds)` and reconciles it.
 async fn delete(cluster: &Cluster, ctx: &Context, seconds: i64) {
     let mut deleted = cluster.stored_credential();
@@ -70,12 +82,9 @@ async fn delete(cluster: &Cluster, ctx: &Context, seconds: i64) {
 async fn deleting_revokes_the_credential_and_the_still_valid_one_it_replaced() {
     let fake = fake_cloudflare().await;
     let cluster = Cluster::default();
-    cluster.cloudflare_key(&fake.base_url(), "good-token");
     let ctx = cluster.toma();
-    let mut tc = turn_credential("web");
-    tc.spec.revoke_on_delete = true;
-    cluster.reconcile(&ctx, &tc, at(0)).await.unwrap();
-    tc = cluster.stored_credential();
+    issued_with_revoke_on_delete(&cluster, &ctx, &fake).await;
+    let mut tc = cluster.stored_credential();
     tc.annotations_mut()
         .insert(crate::api::ROTATE_ANNOTATION.into(), "1".into());
     cluster.reconcile(&ctx, &tc, at(10)).await.unwrap();
@@ -104,11 +113,8 @@ async fn deleting_revokes_the_credential_and_the_still_valid_one_it_replaced() {
 async fn deleting_when_the_secret_is_gone_says_nothing_was_revoked() {
     let fake = fake_cloudflare().await;
     let cluster = Cluster::default();
-    cluster.cloudflare_key(&fake.base_url(), "good-token");
     let ctx = cluster.toma();
-    let mut tc = turn_credential("web");
-    tc.spec.revoke_on_delete = true;
-    cluster.reconcile(&ctx, &tc, at(0)).await.unwrap();
+    issued_with_revoke_on_delete(&cluster, &ctx, &fake).await;
     cluster.api.remove(SECRET);
 
     delete(&cluster, &ctx, 20).await;

@@ -29,7 +29,7 @@ pub struct Cluster {
 }
 
 /// The ports `up` picks, by their cluster.env keys.
-pub(crate) const PORTS: [&str; 8] = [
+pub const PORTS: [&str; 8] = [
     "ETCD_PORT",
     "ETCD_PEER_PORT",
     "API_PORT",

@@ -181,14 +181,7 @@ impl ControlPlane<'_> {
             &[],
         )?;
         let url = format!("https://127.0.0.1:{port}/healthz");
-        wait::until_ready(
-            self.layout,
-            "kube-controller-manager",
-            pid,
-            Duration::from_secs(60),
-            "healthy",
-            || wait::body_is(&url, None, None, "ok"),
-        )?;
+        wait::until_healthy(self.layout, "kube-controller-manager", pid, &url)?;
         // Proves the controller manager reaches the apiserver and its controllers run.
         wait::until_ready(
             self.layout,
@@ -230,14 +223,7 @@ impl ControlPlane<'_> {
             &[],
         )?;
         let url = format!("https://127.0.0.1:{port}/healthz");
-        wait::until_ready(
-            self.layout,
-            "kube-scheduler",
-            pid,
-            Duration::from_secs(60),
-            "healthy",
-            || wait::body_is(&url, None, None, "ok"),
-        )?;
+        wait::until_healthy(self.layout, "kube-scheduler", pid, &url)?;
         Ok(pid)
     }
 

@@ -21,7 +21,7 @@ mod report;
 mod teardown;
 mod wait;
 
-pub use cluster::{Cluster, Status};
+pub use cluster::{Cluster, PORTS, Status};
 pub use config::Settings;
 pub use error::{Error, Result};
 pub use layout::Layout;

@@ -81,6 +81,13 @@ pub fn get(url: &str, ca: Option<&Path>, header_file: Option<&Path>) -> Option<S
         .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// Waits up to a minute until `name` (process `pid`) answers `ok` on its plain `/healthz` `url`.
+pub fn until_healthy(layout: &Layout, name: &str, pid: u32, url: &str) -> Result<()> {
+    until_ready(layout, name, pid, Duration::from_secs(60), "healthy", || {
+        body_is(url, None, None, "ok")
+    })
+}
+
 pub fn body_is(url: &str, ca: Option<&Path>, header_file: Option<&Path>, expected: &str) -> bool {
     get(url, ca, header_file).is_some_and(|body| body.trim() == expected)
 }

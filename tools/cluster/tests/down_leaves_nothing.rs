@@ -199,18 +199,12 @@ fn down_leaves_no_process_container_mount_netns_cgroup_or_port() {
         Path::new("/sys/class/net").join(&bridge).exists(),
         "bridge {bridge} while up"
     );
-    let ports: Vec<u16> = [
-        "ETCD_PORT",
-        "ETCD_PEER_PORT",
-        "API_PORT",
-        "KCM_PORT",
-        "SCHEDULER_PORT",
-        "KUBELET_PORT",
-        "KUBELET_HEALTHZ_PORT",
-    ]
-    .iter()
-    .map(|key| env.port(key).unwrap())
-    .collect();
+    // Every port the cluster listens on; toma's is only reserved for a pod of the chart.
+    let ports: Vec<u16> = toma_cluster::PORTS
+        .iter()
+        .filter(|key| **key != "TOMA_HTTP_PORT")
+        .map(|key| env.port(key).unwrap())
+        .collect();
     let ours: Vec<u32> = process::all_pids()
         .into_iter()
         .filter(|&pid| {

@@ -278,14 +278,7 @@ impl Node<'_> {
         let (program, args) = namespace::enter(holder, &self.bin("kubelet"), args);
         let pid = launch(self.layout, "kubelet", &program, args, &self.path_env())?;
         let url = format!("http://127.0.0.1:{}/healthz", self.get("KUBELET_HEALTHZ_PORT"));
-        wait::until_ready(
-            self.layout,
-            "kubelet",
-            pid,
-            Duration::from_secs(60),
-            "healthy",
-            || wait::body_is(&url, None, None, "ok"),
-        )?;
+        wait::until_healthy(self.layout, "kubelet", pid, &url)?;
         Ok(pid)
     }
 
