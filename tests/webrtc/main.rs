@@ -187,9 +187,9 @@ async fn tcp_only_url_filter_keeps_tcp_turn_urls_and_chromium_relays_over_tcp() 
 async fn minimal_url_profile_keeps_three_urls_and_chromium_still_relays() {
     let coturn = Coturn::start();
     let env = Env::start("webrtc-minimal").await;
-    // What a provider may offer: two STUN URLs, TURN over UDP and TCP, and TLS (which this
-    // coturn, started without TLS, does not serve).
-    let turns = format!("turns:127.0.0.1:{}?transport=tcp", coturn.port);
+    // What a provider may offer: two STUN URLs, TURN over UDP and TCP, and TLS (on a port where
+    // nothing listens, as this coturn serves no TLS: the attempt fails at once).
+    let turns = format!("turns:127.0.0.1:{}?transport=tcp", free_port());
     let offered = vec![
         coturn.stun(),
         format!("stun:127.0.0.1:{}", free_port()),
