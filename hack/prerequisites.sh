@@ -11,3 +11,4 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 hack/webrtc-prerequisites.sh
 hack/build-control-plane.sh >/dev/null
+hack/build-actionlint.sh >/dev/null
