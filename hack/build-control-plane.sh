@@ -13,7 +13,11 @@
 #   kubeVersion checks rely on it).
 # - etcd v3.7.x: Kubernetes v1.37 pins the etcd 3.7 client (go.mod, build/dependencies.yaml); built from a wrapper main around etcdmain.Main since
 #   the server module also carries `replace` lines.
-# - helm v3.22.0 with `go install` (its go.mod has no replace lines).
+# - helm v3.22.0 with `go install` (its go.mod has no replace lines) and the ldflags of helm's own
+#   Makefile: version, tree state, and the Kubernetes version helm assumes without a cluster
+#   (`helm template` without --kube-version), derived like the Makefile from its go.mod's client-go.
+#   Without them helm assumes v1.20 and the chart's kubeVersion check fails. The ldflags are kept
+#   next to the binary, so a helm built with other flags (an older recipe) is rebuilt.
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.37.2}
@@ -89,15 +93,40 @@ GO
   go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" . >&2
 }
 
+# helm's release ldflags (helm's Makefile). The module proxy does not carry the tag's commit, so
+# gitCommit stays empty rather than invented.
+helm_ldflags() {
+  local gomod client_go version major minor
+  gomod=$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | python3 -c 'import sys,json;print(json.load(sys.stdin)["GoMod"])')
+  client_go=$(awk '$1 == "k8s.io/client-go" {print $2}' "$gomod")
+  [ -n "$client_go" ] || { log "no k8s.io/client-go in helm's go.mod"; return 1; }
+  # client-go v0.37.0 is Kubernetes v1.37: helm's Makefile adds one to the major version.
+  version=${client_go#v}
+  major=$((${version%%.*} + 1))
+  minor=${version#*.}; minor=${minor%%.*}
+  echo "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+    "-X helm.sh/helm/v3/internal/version.metadata= -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+    "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=$major -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor" \
+    "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=$major -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor"
+}
+
 build_helm() {
-  GOBIN=$BIN go install -trimpath \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
-    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
+  local work
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' RETURN
+  # Built aside and moved in, so a helm that is running elsewhere is never overwritten mid-way.
+  GOBIN=$work go install -trimpath -ldflags "$HELM_LDFLAGS" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
+  mv -f "$work/helm" "$BIN/helm"
+  printf '%s\n' "$HELM_LDFLAGS" >"$BIN/helm.ldflags"
 }
 
 started=$(date +%s)
 [ -x "$BIN/etcd" ] || { log "building etcd $ETCD_VERSION"; (build_etcd); }
-[ -x "$BIN/helm" ] || { log "building helm $HELM_VERSION"; (build_helm); }
+HELM_LDFLAGS=$(helm_ldflags)
+if [ ! -x "$BIN/helm" ] || [ "$(cat "$BIN/helm.ldflags" 2>/dev/null)" != "$HELM_LDFLAGS" ]; then
+  log "building helm $HELM_VERSION"
+  (build_helm)
+fi
 if [ ! -x "$BIN/kube-apiserver" ] || [ ! -x "$BIN/kube-controller-manager" ] || [ ! -x "$BIN/kubectl" ]; then
   log "building kube-apiserver, kube-controller-manager and kubectl $K8S_VERSION (a cold build takes a while)"
   (build_kubernetes)

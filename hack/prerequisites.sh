@@ -13,3 +13,4 @@ fi
 hack/webrtc-prerequisites.sh
 hack/build-control-plane.sh >/dev/null
 hack/build-node.sh >/dev/null
+hack/build-actionlint.sh >/dev/null
