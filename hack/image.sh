@@ -26,14 +26,18 @@ source_url=https://github.com/${repository#ghcr.io/}
 
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 [ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || revision=$revision-dirty
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
+# Given to the packer only: ring's build script watches SOURCE_DATE_EPOCH, so in cargo's
+# environment it would rebuild ring, kube and toma whenever a plain `cargo build --release`
+# ran in between.
+epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 
 started=$(date +%s)
 # Two builds, not one with both packages: together, cargo would unify their dependencies'
 # features and build a toma that differs from `cargo build --release -p toma`.
-cargo build --release --locked -p toma
-cargo build --release --locked -p toma-image
+env -u SOURCE_DATE_EPOCH cargo build --release --locked -p toma
+env -u SOURCE_DATE_EPOCH cargo build --release --locked -p toma-image
 target=${CARGO_TARGET_DIR:-target}
 "$target/release/toma-image" --binary "$target/release/toma" --out "$target/image/toma-$version.oci.tar" \
-  --reference "$reference" --version "$version" --revision "$revision" --source "$source_url"
+  --reference "$reference" --version "$version" --revision "$revision" --source "$source_url" \
+  --source-date-epoch "$epoch"
 echo "image: built in $(($(date +%s) - started)) s"
