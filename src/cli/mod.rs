@@ -67,6 +67,13 @@ fn not_found_or(target: &Target, client: &Client, error: kube::Error) -> String 
             target.namespace(client),
             target.name
         ),
+        other => describe(other),
+    }
+}
+
+/// The API server's own words for a refused call (kube's text for it embeds a Debug dump).
+fn describe(error: kube::Error) -> String {
+    match error {
         kube::Error::Api(status) => status.message,
         other => other.to_string(),
     }

@@ -10,7 +10,7 @@ use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::{Api, Client, ResourceExt};
 
-use super::{Outcome, Target, not_found_or};
+use super::{Outcome, Target, describe, not_found_or};
 use crate::api::{KeyName, TurnCredential};
 use crate::{schedule, status};
 
@@ -56,7 +56,7 @@ pub async fn status(client: Client, args: StatusArgs) -> Outcome {
     let secret = Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &namespace)
         .get_metadata_opt(&tc.secret_name())
         .await
-        .map_err(|error| error.to_string())?;
+        .map_err(describe)?;
     let owner = tc.uid();
     let secret = match secret {
         None => SecretState::Missing,
@@ -72,7 +72,7 @@ pub async fn status(client: Client, args: StatusArgs) -> Outcome {
     let events = Api::<Event>::namespaced(client, &namespace)
         .list(&ListParams::default())
         .await
-        .map_err(|error| error.to_string())?;
+        .map_err(describe)?;
     let mut events: Vec<EventLine> = events
         .into_iter()
         .filter(|e| e.regarding.as_ref().and_then(|r| r.uid.as_ref()) == owner.as_ref())

@@ -17,7 +17,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{instrument, warn};
 
-use crate::api::{KeyName, TurnCredential};
+use crate::api::TurnCredential;
 use crate::context::Context;
 use crate::credential::{Credential, filter_urls};
 use crate::error::{Error, Failure, Result};
@@ -131,7 +131,9 @@ async fn mint(
         expires_at,
     };
     if credential.turn_pair().is_none() {
-        return Err(Failure::NoTurnUrlLeft { key: KeyName::of(tc) });
+        return Err(Failure::NoTurnUrlLeft {
+            key: key.name.clone(),
+        });
     }
     ctx.metrics.count_mint(key.provider.label(), reason);
     Ok(credential)

@@ -4,22 +4,11 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{Env, TOKEN, eventually, kubeconfig};
+use crate::harness::{Env, TOKEN, eventually, kubeconfig, run, stdout_or_stderr};
 
-/// Runs the toma binary as `argv0` with `args`; Ok(stdout) on success, else Err(stderr).
+/// Runs the toma binary with the test kubeconfig; Ok(stdout) on success, else Err(stderr).
 fn toma(args: &[&str]) -> Result<String, String> {
-    let output = Command::new(env!("CARGO_BIN_EXE_toma"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    if output.status.success() {
-        Ok(stdout)
-    } else {
-        Err(stderr)
-    }
+    stdout_or_stderr(run(env!("CARGO_BIN_EXE_toma"), args, None))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
