@@ -3,19 +3,15 @@
 //! Secret held an expired credential while the provider was reachable: there must be none.
 //! Run with `hack/soak.sh`; it prints its figures.
 
-#[allow(dead_code)]
-#[path = "e2e/harness.rs"]
-mod harness;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use fake_cloudflare::Fault;
-use harness::{Env, TOKEN};
 use jiff::Timestamp;
 use kube::api::{ListParams, PostParams};
 use toma::api::{KeyKind, KeyRef, TurnCredential, TurnCredentialSpec};
+use toma_testkit::{Env, TOKEN};
 
 const CREDENTIALS: usize = 100;
 
@@ -57,7 +53,7 @@ async fn a_soak_under_random_provider_faults_never_leaves_an_expired_credential(
         tc.metadata.namespace = Some(env.namespace.clone());
         api.create(&PostParams::default(), &tc).await.unwrap();
     }
-    harness::eventually(Duration::from_secs(120), || async {
+    toma_testkit::eventually(Duration::from_secs(120), || async {
         env.secrets()
             .list(&ListParams::default())
             .await
@@ -104,7 +100,7 @@ async fn a_soak_under_random_provider_faults_never_leaves_an_expired_credential(
             .items
             .iter()
             .filter(|s| {
-                harness::text(s, "expiresAt")
+                toma_testkit::text(s, "expiresAt")
                     .parse::<Timestamp>()
                     .is_ok_and(|e| e <= now)
             })

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{Env, TOKEN, eventually, kubeconfig, run, stdout_or_stderr};
+use toma_testkit::{Env, TOKEN, eventually, kubeconfig, run, stdout_or_stderr};
 
 /// Runs the toma binary with the test kubeconfig; Ok(stdout) on success, else Err(stderr).
 fn toma(args: &[&str]) -> Result<String, String> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::harness::{Env, SHORT_LIVED, TOKEN, eventually};
+use toma_testkit::{Env, SHORT_LIVED, TOKEN, eventually};
 
 /// Stops the test control plane's apiserver for `seconds`, then brings it back.
 fn restart_apiserver(seconds: u64) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use fake_cloudflare::Fault;
 use jiff::Timestamp;
 
-use crate::harness::{Env, SHORT_LIVED, TOKEN, kubectl, ready, text};
+use toma_testkit::{Env, SHORT_LIVED, TOKEN, kubectl, ready, text};
 
 /// Provider requests time out after this long in these tests.
 const PROVIDER_TIMEOUT: &str = "2";

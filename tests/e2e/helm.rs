@@ -17,7 +17,7 @@ use kube::Api;
 use serde_json::{Value, json};
 use toma::api::TurnCredential;
 
-use crate::harness::{
+use toma_testkit::{
     TOKEN, Toma, apply, apply_cloudflare_key, apply_cloudflare_turn_key, apply_credential, client,
     eventually, force_rotation, free_port, kubectl, log_path, ready, run, start_fake_cloudflare,
     stdout_or_stderr, wait_for_reason, wait_until,

@@ -1,7 +1,7 @@
 //! A catalogue of invalid manifests: the API server must refuse each one with a message that
 //! says what is wrong, before toma ever sees it.
 
-use crate::harness::{Env, apply, kubectl};
+use toma_testkit::{Env, apply, kubectl};
 
 struct Case {
     name: &'static str,
@@ -337,7 +337,7 @@ async fn invalid_manifests_are_rejected_by_the_api_server_with_a_readable_messag
 #[ignore = "needs the control plane of `make test`"]
 async fn applying_the_crds_prints_no_warning() {
     let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/");
-    let output = crate::harness::run(
+    let output = toma_testkit::run(
         "kubectl",
         &["apply", "--server-side", "--force-conflicts", "-f", crds],
         None,

@@ -6,17 +6,16 @@
 mod cli;
 mod disruptive;
 mod faults;
-mod harness;
 mod helm;
 mod invalid;
 
 use std::time::Duration;
 
-use harness::{Env, SHORT_LIVED, TOKEN, apply, eventually, kubectl, ready, text};
 use k8s_openapi::ByteString;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
+use toma_testkit::{Env, SHORT_LIVED, TOKEN, apply, eventually, kubectl, ready, text};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the control plane of `make test`"]
@@ -343,7 +342,7 @@ metadata: {{name: tokenless, namespace: {ns}}}
 spec:
   cloudflare: {{keyId: {key}, apiTokenSecretRef: {{name: nowhere, key: api-token}}, baseUrl: {url}}}
 "#,
-        key = harness::KEY_ID,
+        key = toma_testkit::KEY_ID,
         url = env.fake.base_url()
     ));
     env.apply_credential_with_key("no-token", "{name: tokenless}", "");

@@ -9,10 +9,6 @@
 //!
 //!   cargo test --test webrtc -- --ignored
 
-#[path = "../e2e/harness.rs"]
-#[allow(dead_code)] // shared with tests/e2e, which uses all of it
-mod harness;
-
 mod browser;
 mod coturn;
 mod scratch;
@@ -21,9 +17,9 @@ mod uclient;
 use browser::Gathered;
 use coturn::Coturn;
 use fake_cloudflare::UrlSet;
-use harness::{Env, TOKEN, apply, free_port, start_fake_cloudflare, text};
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::Value;
+use toma_testkit::{Env, TOKEN, apply, free_port, start_fake_cloudflare, text};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the control plane of `make test`"]

@@ -1,12 +1,8 @@
-//! Tests run on a multi-threaded runtime: kubectl calls block a thread while the in-process
-//! fake Cloudflare must keep answering.
-//!
-//! What every end-to-end test needs: a namespace of its own on the real control plane, the
-//! fake Cloudflare in-process, the real `toma` binary watching that namespace, and kubectl.
+//! One test's world: a namespace of its own, the fake Cloudflare, and the real toma binary.
 
-use std::io::Write;
 use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use fake_cloudflare::FakeCloudflare;
@@ -15,8 +11,8 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use toma::api::TurnCredential;
 
-pub const KEY_ID: &str = "0123456789abcdef0123456789abcdef";
-pub const TOKEN: &str = "e2e-api-token-0123456789";
+use crate::objects::{apply_cloudflare_key, apply_credential, delete_namespace, force_rotation};
+use crate::{client, eventually, kubeconfig, kubectl, start_fake_cloudflare, text, wait_for_reason};
 
 /// One test's world. Dropping it stops toma and deletes the namespace and the ClusterTurnKey.
 pub struct Env {
@@ -77,163 +73,31 @@ impl Drop for Env {
     }
 }
 
-pub fn kubeconfig() -> String {
-    std::env::var("KUBECONFIG").expect("KUBECONFIG must point at the test control plane: run `make test`")
+/// The directory cargo builds into (target/debug), found from the running test binary, which
+/// cargo puts in its deps/ subdirectory.
+pub fn target_dir() -> PathBuf {
+    let test = std::env::current_exe().expect("the test binary has a path");
+    let deps = test
+        .parent()
+        .expect("the test binary is in target/<profile>/deps");
+    deps.parent().expect("deps/ is in target/<profile>").to_path_buf()
 }
 
-/// Runs `program` (kubectl, helm) with the test kubeconfig, feeding `stdin` if given.
-pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(program)
-        .args(args)
-        .env("KUBECONFIG", kubeconfig())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{program} is on PATH (hack/cluster.sh env): {e}"));
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
-}
-
-/// Ok(stdout) if `output` is a success, else Err(stderr).
-pub fn stdout_or_stderr(output: Output) -> Result<String, String> {
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
-}
-
-/// Runs kubectl with the test kubeconfig, feeding `stdin` if given. Ok(stdout) or Err(stderr).
-pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-    stdout_or_stderr(run("kubectl", args, stdin))
-}
-
-pub fn apply(manifest: &str) {
-    if let Err(error) = kubectl(&["apply", "-f", "-"], Some(manifest)) {
-        panic!("kubectl apply failed: {error}\n{manifest}");
-    }
-}
-
-/// Deletes a namespace without waiting. Finalizers on its TurnCredentials are dropped first:
-/// with no toma left to honour them they would keep the namespace terminating forever.
-fn delete_namespace(namespace: &str) {
-    if let Ok(names) = kubectl(&["get", "turncredentials", "-n", namespace, "-o", "name"], None) {
-        for name in names.lines() {
-            let clear = r#"{"metadata":{"finalizers":null}}"#;
-            let _ = kubectl(
-                &["patch", name, "-n", namespace, "--type=merge", "-p", clear],
-                None,
-            );
-        }
-    }
-    let _ = kubectl(&["delete", "namespace", namespace, "--wait=false"], None);
-}
-
-/// A ClusterTurnKey named `namespace` for the fake Cloudflare at `base_url`, with its token in a
-/// Secret `cloudflare-turn` in `namespace`.
-pub fn apply_cloudflare_key(namespace: &str, token: &str, base_url: &str) {
-    apply_token_and_key(
-        namespace,
-        token,
-        &format!("kind: ClusterTurnKey\nmetadata: {{name: {namespace}}}"),
-        &format!(", namespace: {namespace}"),
-        base_url,
+/// The `toma` binary cargo built beside the test (`cargo test` builds it for integration
+/// tests of the toma package).
+pub fn toma_binary() -> PathBuf {
+    let binary = target_dir().join("toma");
+    assert!(
+        binary.exists(),
+        "no toma binary at {}: run the tests with cargo test",
+        binary.display()
     );
-}
-
-/// A TurnKey `cloudflare` in `namespace` for the fake Cloudflare at `base_url`, with its token
-/// in a Secret `cloudflare-turn` beside it.
-pub fn apply_cloudflare_turn_key(namespace: &str, token: &str, base_url: &str) {
-    apply_token_and_key(
-        namespace,
-        token,
-        &format!("kind: TurnKey\nmetadata: {{name: cloudflare, namespace: {namespace}}}"),
-        "",
-        base_url,
-    );
-}
-
-/// The Secret `cloudflare-turn` in `namespace` holding `token`, and the key described by
-/// `kind_and_metadata` reading it (`secret_ref_extra` completes its apiTokenSecretRef).
-fn apply_token_and_key(
-    namespace: &str,
-    token: &str,
-    kind_and_metadata: &str,
-    secret_ref_extra: &str,
-    base_url: &str,
-) {
-    apply(&format!(
-        r#"
-apiVersion: v1
-kind: Secret
-metadata: {{name: cloudflare-turn, namespace: {namespace}}}
-stringData: {{api-token: "{token}"}}
----
-apiVersion: toma.dev/v1alpha1
-{kind_and_metadata}
-spec:
-  cloudflare:
-    keyId: {KEY_ID}
-    apiTokenSecretRef: {{name: cloudflare-turn, key: api-token{secret_ref_extra}}}
-    baseUrl: {base_url}
-"#
-    ));
-}
-
-/// A TurnCredential `name` in `namespace` with `keyRef: {key_ref}` and extra spec lines.
-pub fn apply_credential(namespace: &str, name: &str, key_ref: &str, extra_spec: &str) {
-    apply(&format!(
-        r#"
-apiVersion: toma.dev/v1alpha1
-kind: TurnCredential
-metadata: {{name: {name}, namespace: {namespace}}}
-spec:
-  keyRef: {key_ref}
-{extra_spec}
-"#
-    ));
-}
-
-/// Sets the annotation `toma.dev/rotate={value}` on the TurnCredential, which forces a rotation
-/// whenever the value changes.
-pub fn force_rotation(namespace: &str, name: &str, value: &str) {
-    kubectl(
-        &[
-            "annotate",
-            "tc",
-            name,
-            "-n",
-            namespace,
-            &format!("toma.dev/rotate={value}"),
-            "--overwrite",
-        ],
-        None,
-    )
-    .unwrap_or_else(|e| panic!("annotating {namespace}/{name}: {e}"));
-}
-
-/// A client for the test control plane, as its admin.
-pub async fn client() -> Client {
-    toma::install_crypto_provider();
-    Client::try_default()
-        .await
-        .expect("a client for the test control plane")
-}
-
-/// The fake Cloudflare with `config`, knowing the key KEY_ID with the token TOKEN.
-pub async fn start_fake_cloudflare(config: fake_cloudflare::Config) -> FakeCloudflare {
-    let fake = FakeCloudflare::start(config).await.unwrap();
-    fake.add_key(KEY_ID, TOKEN);
-    fake
+    binary
 }
 
 /// Where toma's log goes for the log name `name`, appended across restarts.
-pub fn log_path(name: &str) -> std::path::PathBuf {
-    let logs = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs");
+pub fn log_path(name: &str) -> PathBuf {
+    let logs = target_dir().join("tmp/e2e-logs");
     std::fs::create_dir_all(&logs).unwrap();
     logs.join(format!("{name}.log"))
 }
@@ -307,7 +171,7 @@ impl Env {
             .append(true)
             .open(self.toma_log())
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_toma"))
+        let child = Command::new(toma_binary())
             .args(["run", "--namespace", &self.namespace, "--http-addr", &http])
             .args(extra)
             .env("KUBECONFIG", kubeconfig())
@@ -323,7 +187,7 @@ impl Env {
     }
 
     /// The log of every toma this test started.
-    pub fn toma_log(&self) -> std::path::PathBuf {
+    pub fn toma_log(&self) -> PathBuf {
         log_path(&self.namespace)
     }
 
@@ -377,74 +241,8 @@ impl Env {
     }
 }
 
-/// Waits up to 60 s until the TurnCredential's Ready condition has `reason`, and returns it.
-pub async fn wait_for_reason(api: &Api<TurnCredential>, name: &str, reason: &str) -> TurnCredential {
-    let what = format!("reason {reason}");
-    wait_until(api, name, &what, Duration::from_secs(60), |tc| {
-        ready(tc).is_some_and(|(_, r)| r == reason)
-    })
-    .await
-}
-
-/// Polls the TurnCredential every 500 ms until `check` holds, and returns it; after `limit`,
-/// panics naming `what` and showing the last status.
-pub async fn wait_until(
-    api: &Api<TurnCredential>,
-    name: &str,
-    what: &str,
-    limit: Duration,
-    check: impl Fn(&TurnCredential) -> bool,
-) -> TurnCredential {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let tc = api.get(name).await.unwrap();
-        if check(&tc) {
-            return tc;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!(
-                "{name} never reached {what} within {limit:?}; last status: {:?}",
-                tc.status
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// The Ready condition's (status, reason).
-pub fn ready(tc: &TurnCredential) -> Option<(String, String)> {
-    let condition = tc
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")?;
-    Some((condition.status.clone(), condition.reason.clone()))
-}
-
-pub fn text(secret: &Secret, key: &str) -> String {
-    String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
-}
-
-/// Polls `check` every 250 ms until it holds, panicking after `limit`.
-pub async fn eventually<F, Fut>(limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not reached within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 impl Toma {
     /// The process's resident memory in KiB (VmRSS) and its peak (VmHWM). Used by the soak.
-    #[allow(dead_code)]
     pub fn memory_kib(&self) -> (u64, u64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         let field = |name: &str| {
