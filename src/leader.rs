@@ -1,6 +1,10 @@
 //! Leader election on a Lease, so that of several replicas only one writes at a time.
 
-use kube::Client;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -17,13 +21,24 @@ pub struct Leadership {
     loss_watch: Option<JoinHandle<()>>,
 }
 
-/// Starts campaigning for `lease_name` in `namespace` as `identity`.
-pub async fn campaign(
+/// How often a standby reads the Lease to see whether it is free. controller-runtime's standbys
+/// retry every 2 s; one GET a second per standby is cheap, and a released lease changes hands
+/// within about a second instead of when its last renewal would have lapsed.
+const RETRY_PERIOD: Duration = Duration::from_secs(1);
+
+/// Waits until this instance leads `lease_name` in `namespace` as `identity`.
+///
+/// A standby only reads the Lease until it is free (released, lapsed or absent), then competes
+/// for it. If another standby wins that race (three or more replicas), the loser waits as the
+/// lease manager does, until the winner's lease would lapse.
+pub async fn lead(
     client: Client,
     lease_name: &str,
     namespace: &str,
     identity: &str,
 ) -> Result<Leadership, LeaseManagerError> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    wait_until_free(&leases, lease_name).await?;
     let manager = LeaseManagerBuilder::new(client, lease_name)
         .with_namespace(namespace)
         .with_identity(identity)
@@ -32,7 +47,15 @@ pub async fn campaign(
         .with_field_manager("toma")
         .build()
         .await?;
-    let (leading, task) = manager.watch().await;
+    let (mut leading, task) = manager.watch().await;
+    if leading.wait_for(|leading| *leading).await.is_err() {
+        // The manager stopped before it could lead: its task holds the reason.
+        return Err(match task.await {
+            Ok(Err(error)) => error,
+            _ => LeaseManagerError::InconsistentState("leader election stopped".into()),
+        });
+    }
+    info!("leading");
     Ok(Leadership {
         leading,
         task,
@@ -40,16 +63,39 @@ pub async fn campaign(
     })
 }
 
-impl Leadership {
-    /// Waits until this instance leads. False if campaigning stopped.
-    pub async fn acquired(&mut self) -> bool {
-        let acquired = self.leading.wait_for(|leading| *leading).await.is_ok();
-        if acquired {
-            info!("leading");
+/// Returns once the Lease is free. Read errors are retried, except a refusal: without the right
+/// to read its Lease this instance could never lead, which is worth failing for.
+async fn wait_until_free(leases: &Api<Lease>, lease_name: &str) -> Result<(), LeaseManagerError> {
+    loop {
+        match leases.get_opt(lease_name).await {
+            Ok(lease) if is_free(lease.as_ref(), Timestamp::now()) => return Ok(()),
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.is_forbidden() => {
+                return Err(kube::Error::Api(status).into());
+            }
+            Err(error) => warn!(%error, "cannot read the Lease; trying again"),
         }
-        acquired
+        tokio::time::sleep(RETRY_PERIOD).await;
     }
+}
 
+/// Whether nobody holds `lease` at `now`: it is absent, has no holder, or its last renewal has
+/// lapsed.
+fn is_free(lease: Option<&Lease>, now: Timestamp) -> bool {
+    let Some(spec) = lease.and_then(|lease| lease.spec.as_ref()) else {
+        return true;
+    };
+    if spec.holder_identity.as_deref().unwrap_or_default().is_empty() {
+        return true;
+    }
+    let duration = SignedDuration::from_secs(spec.lease_duration_seconds.unwrap_or(0).into());
+    match spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) {
+        Some(renewed) => renewed.0 + duration < now,
+        None => true,
+    }
+}
+
+impl Leadership {
     /// Calls `on_loss` once if this instance stops leading (or campaigning fails).
     pub fn on_loss(&mut self, on_loss: impl FnOnce() + Send + 'static) {
         let mut leading = self.leading.clone();
@@ -76,5 +122,33 @@ impl Leadership {
             Ok(Err(error)) => warn!(%error, "could not release the lease"),
             Err(error) => warn!(%error, "lease task failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(holder: &str, renewed: i64, seconds: i32) -> Lease {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "toma"},
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": seconds,
+                "renewTime": Timestamp::from_second(renewed).unwrap().to_string(),
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_lease_is_free_when_absent_released_or_lapsed() {
+        let now = Timestamp::from_second(1_700_000_000).unwrap();
+        let at = now.as_second();
+        assert!(is_free(None, now), "no Lease yet");
+        assert!(is_free(Some(&lease("", at, 15)), now), "released");
+        assert!(is_free(Some(&lease("toma-0", at - 16, 15)), now), "lapsed");
+        assert!(!is_free(Some(&lease("toma-0", at - 14, 15)), now), "held");
+        assert!(!is_free(Some(&lease("toma-0", at, 15)), now), "just renewed");
     }
 }

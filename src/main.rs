@@ -156,33 +156,28 @@ async fn run(args: RunArgs) -> ExitCode {
     let mut leadership = None;
     if args.leader_elect {
         let namespace = args.lease_namespace.clone().unwrap_or_default();
-        let mut campaign =
-            match leader::campaign(client.clone(), &args.lease_name, &namespace, &identity).await {
+        health.campaigning.store(true, Ordering::Relaxed);
+        info!(lease = %args.lease_name, %namespace, %identity, "waiting to lead");
+        let mut campaign = tokio::select! {
+            campaign = leader::lead(client.clone(), &args.lease_name, &namespace, &identity) => match campaign {
                 Ok(campaign) => campaign,
                 Err(error) => {
                     error!(%error, "cannot take part in leader election");
                     return ExitCode::FAILURE;
                 }
-            };
-        info!(lease = %args.lease_name, %namespace, %identity, "waiting to lead");
-        tokio::select! {
-            acquired = campaign.acquired() => if !acquired {
-                error!("leader election stopped before this instance could lead");
-                return ExitCode::FAILURE;
             },
             _ = stopped() => {
-                campaign.release().await;
                 let _ = server.await;
                 return ExitCode::SUCCESS;
             }
-        }
+        };
         let lost_stop = stop_tx.clone();
         campaign.on_loss(move || {
             let _ = lost_stop.send(true);
         });
         leadership = Some(campaign);
     }
-    health.leading.store(true, Ordering::Relaxed);
+    metrics.leader.set(1);
 
     let settings = Settings {
         namespace: args.namespace,
@@ -190,8 +185,15 @@ async fn run(args: RunArgs) -> ExitCode {
         provider_timeout: Duration::from_secs(args.provider_timeout_seconds),
         instance: Some(identity),
     };
-    let outcome = controller::run(client, settings, metrics, health.synced.clone(), stopped()).await;
-    health.leading.store(false, Ordering::Relaxed);
+    let outcome = controller::run(
+        client,
+        settings,
+        metrics.clone(),
+        health.synced.clone(),
+        stopped(),
+    )
+    .await;
+    metrics.leader.set(0);
     let lost_lease = leadership.as_ref().is_some_and(|l| !l.is_leading());
     if let Some(leadership) = leadership {
         leadership.release().await;

@@ -75,6 +75,8 @@ pub struct Metrics {
     pub expiration: Family<CredentialLabels, Gauge<i64, AtomicI64>>,
     pub renewal: Family<CredentialLabels, Gauge<i64, AtomicI64>>,
     pub ready: Family<CredentialLabels, Gauge<i64, AtomicI64>>,
+    /// 1 while this instance leads (always, without leader election), else 0.
+    pub leader: Gauge<i64, AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -133,6 +135,12 @@ impl Default for Metrics {
             "1 when the TurnCredential's Ready condition is True, 0 when False",
             ready.clone(),
         );
+        let leader = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "leader",
+            "1 while this instance leads and writes (always, without leader election), 0 while it stands by",
+            leader.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -144,6 +152,7 @@ impl Default for Metrics {
             expiration,
             renewal,
             ready,
+            leader,
         }
     }
 }

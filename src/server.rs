@@ -12,13 +12,15 @@ use axum::routing::get;
 
 use crate::metrics::Metrics;
 
-/// Ready means: the first list of TurnCredentials was read, and this instance leads (always
-/// true without leader election).
+/// Ready means this instance does its part: with leader election, it takes part in the election
+/// (a standby is ready, as controller-runtime operators are, so that a rolling update and
+/// `helm install --wait` with several replicas finish); without, it has read the first list of
+/// TurnCredentials. Who leads shows in the Lease and in `toma_leader`.
 #[derive(Clone)]
 pub struct Health {
     pub metrics: Arc<Metrics>,
     pub synced: Arc<AtomicBool>,
-    pub leading: Arc<AtomicBool>,
+    pub campaigning: Arc<AtomicBool>,
 }
 
 impl Health {
@@ -26,12 +28,12 @@ impl Health {
         Health {
             metrics,
             synced: Arc::default(),
-            leading: Arc::default(),
+            campaigning: Arc::default(),
         }
     }
 
     pub fn is_ready(&self) -> bool {
-        self.synced.load(Ordering::Relaxed) && self.leading.load(Ordering::Relaxed)
+        self.campaigning.load(Ordering::Relaxed) || self.synced.load(Ordering::Relaxed)
     }
 }
 

@@ -540,8 +540,9 @@ async fn chart_lints_strictly_and_renders_every_mode_as_documented() {
         "the tag defaults to the appVersion"
     );
     assert_eq!(
-        deployment["spec"]["strategy"]["type"], "Recreate",
-        "a rolling update would wait forever for a pod that cannot lead before the old one leaves"
+        deployment["spec"]["strategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
+        "one pod at a time, old pod first, so that with hostNetwork the new pod needs no second port"
     );
 
     // Namespaced mode with everything optional turned on.

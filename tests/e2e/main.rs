@@ -393,19 +393,22 @@ async fn with_two_replicas_one_leads_and_the_other_takes_over_when_it_dies() {
         env.namespace.as_str(),
     ];
     let first = env.spawn_toma(&lease);
-    first.wait_ready().await;
+    eventually(Duration::from_secs(30), || first.is_leading()).await;
     let second = env.spawn_toma(&lease);
+    // A standby is ready (so rolling updates and `helm install --wait` finish) but does not lead.
+    second.wait_ready().await;
     env.apply_credential("web", SHORT_LIVED);
     env.wait_for_reason("web", "Issued").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
-        !second.is_ready().await,
-        "the standby must not be ready while the other leads"
+        !second.is_leading().await,
+        "the standby must not lead while the other does"
     );
+    assert!(second.metrics().await.contains("toma_leader 0"));
 
     first.kill();
     // The lease lapses within 15 s; then the standby leads and keeps rotating.
-    eventually(Duration::from_secs(40), || second.is_ready()).await;
+    eventually(Duration::from_secs(40), || second.is_leading()).await;
     let api = env.credentials();
     env.wait_for_more_rotations("web", 2, Duration::from_secs(40))
         .await;
@@ -468,8 +471,9 @@ async fn sigterm_stops_cleanly_and_releases_the_lease_to_the_standby() {
         "json",
     ];
     let first = env.spawn_toma(&flags);
-    first.wait_ready().await;
+    eventually(Duration::from_secs(30), || first.is_leading()).await;
     let second = env.spawn_toma(&flags);
+    second.wait_ready().await;
     env.apply_credential("web", "  ttlSeconds: 3600");
     env.wait_for_reason("web", "Issued").await;
 
@@ -483,14 +487,18 @@ async fn sigterm_stops_cleanly_and_releases_the_lease_to_the_standby() {
         "stopping took {:?}",
         stopping.elapsed()
     );
-    // The lease is released, not left to lapse: it has no holder until the standby takes it
-    // (the standby looks again when the old lease would have expired).
+    // The lease is released, not left to lapse: the standby, reading it every second, leads
+    // well before the 15 s lease would have lapsed.
     let holder = lease_holder(&env.namespace);
     assert!(
-        holder.is_empty() || second.is_ready().await,
+        holder.is_empty() || second.is_leading().await,
         "the lease is still held by {holder}"
     );
-    eventually(Duration::from_secs(20), || second.is_ready()).await;
+    eventually(Duration::from_secs(10), || second.is_leading()).await;
+    println!(
+        "figure: SIGTERM to the standby leading: {:.1} s",
+        stopping.elapsed().as_secs_f64()
+    );
 
     let log = std::fs::read_to_string(env.toma_log()).unwrap();
     assert!(log.lines().count() > 3);

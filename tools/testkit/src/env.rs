@@ -38,6 +38,24 @@ impl Toma {
         reqwest::get(&url).await.is_ok_and(|r| r.status().is_success())
     }
 
+    /// This process's /metrics text.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.http);
+        reqwest::get(&url).await.unwrap().text().await.unwrap()
+    }
+
+    /// Whether this process leads: its `toma_leader` gauge is 1.
+    pub async fn is_leading(&self) -> bool {
+        let url = format!("http://{}/metrics", self.http);
+        match reqwest::get(&url).await {
+            Ok(response) => response
+                .text()
+                .await
+                .is_ok_and(|text| text.lines().any(|l| l == "toma_leader 1")),
+            Err(_) => false,
+        }
+    }
+
     pub async fn wait_ready(&self) {
         eventually(Duration::from_secs(30), || self.is_ready()).await;
     }
@@ -231,13 +249,7 @@ impl Env {
 
     /// toma's /metrics text.
     pub async fn metrics(&self) -> String {
-        let http = &self.toma.as_ref().expect("toma runs").http;
-        reqwest::get(format!("http://{http}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.toma.as_ref().expect("toma runs").metrics().await
     }
 }
 
