@@ -5,6 +5,10 @@
 #
 #   hack/image.sh        build target/image/toma-<appVersion>.oci.tar, print its path and reference
 #
+# When the local cluster (hack/cluster.sh, TOMA_CLUSTER_DIR) is up with its node, the archive is
+# imported into the node's containerd as well, so `helm install toma charts/toma -f
+# "$TOMA_HELM_VALUES"` finds the chart's default image there and needs no overrides.
+#
 # The reference is the chart's default image, read from charts/toma (values.yaml's
 # image.repository, Chart.yaml's appVersion), so the archive imports under the name `helm install`
 # asks for. Every file is stamped with the commit's time (SOURCE_DATE_EPOCH), so building twice
@@ -37,7 +41,12 @@ started=$(date +%s)
 env -u SOURCE_DATE_EPOCH cargo build --release --locked -p toma
 env -u SOURCE_DATE_EPOCH cargo build --release --locked -p toma-image
 target=${CARGO_TARGET_DIR:-target}
-"$target/release/toma-image" --binary "$target/release/toma" --out "$target/image/toma-$version.oci.tar" \
+archive=$target/image/toma-$version.oci.tar
+"$target/release/toma-image" --binary "$target/release/toma" --out "$archive" \
   --reference "$reference" --version "$version" --revision "$revision" --source "$source_url" \
   --source-date-epoch "$epoch"
 echo "image: built in $(($(date +%s) - started)) s"
+if status=$(hack/cluster.sh status 2>/dev/null) && ! grep -q "node: *none" <<<"$status"; then
+  hack/cluster.sh import-image "$archive" "$reference"
+  echo "image: imported into the local node as $reference"
+fi

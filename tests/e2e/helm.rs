@@ -541,8 +541,8 @@ async fn chart_lints_strictly_and_renders_every_mode_as_documented() {
     );
     assert_eq!(
         deployment["spec"]["strategy"],
-        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
-        "one pod at a time, old pod first, so that with hostNetwork the new pod needs no second port"
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}),
+        "one pod at a time, new pod first, so that `helm install --wait` waits for every replica"
     );
 
     // Namespaced mode with everything optional turned on.
