@@ -10,6 +10,7 @@ mod api;
 mod control;
 mod fault;
 mod ice;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use fault::Fault;
 pub use ice::{UrlSet, turn_rest_password};
+pub use tls::Tls;
 
 /// How a fake is set up before it starts.
 #[derive(Clone, Debug, Default)]
@@ -39,6 +41,8 @@ pub struct Config {
     pub urls_as_string: bool,
     /// Print one line per Cloudflare API request to stderr.
     pub log_requests: bool,
+    /// Serve HTTPS with this certificate instead of plain HTTP.
+    pub tls: Option<Tls>,
 }
 
 /// Which credential endpoint issued a credential.
@@ -111,6 +115,8 @@ pub struct FakeCloudflare {
     /// Set by [`FakeCloudflare::start`]; `None` for a fake only used through
     /// [`router`].
     addr: Option<SocketAddr>,
+    /// Whether it serves HTTPS.
+    tls: bool,
 }
 
 impl FakeCloudflare {
@@ -132,6 +138,7 @@ impl FakeCloudflare {
                 state: Mutex::new(state),
             }),
             addr: None,
+            tls: false,
         }
     }
 
@@ -141,12 +148,21 @@ impl FakeCloudflare {
         let listen = config
             .listen
             .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        let tls = config.tls.clone();
         let mut fake = FakeCloudflare::new(config);
         let listener = tokio::net::TcpListener::bind(listen).await?;
         fake.addr = Some(listener.local_addr()?);
+        fake.tls = tls.is_some();
         let app = router(fake.clone());
+        let served = match tls {
+            Some(tls) => {
+                let listener = tls::TlsListener::new(listener, &tls)?;
+                tokio::spawn(async move { axum::serve(listener, app).await })
+            }
+            None => tokio::spawn(async move { axum::serve(listener, app).await }),
+        };
         tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).await {
+            if let Ok(Err(error)) = served.await {
                 eprintln!("fake-cloudflare: server stopped: {error}");
             }
         });
@@ -167,7 +183,8 @@ impl FakeCloudflare {
         let addr = self
             .addr
             .expect("base_url needs a fake started with FakeCloudflare::start");
-        format!("http://{addr}")
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{addr}")
     }
 
     /// Registers (or replaces) a TURN key.

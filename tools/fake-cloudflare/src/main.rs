@@ -44,6 +44,12 @@ struct Args {
     /// per URL.
     #[arg(long)]
     urls_as_string: bool,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 
     /// Also write the base URL (http://127.0.0.1:PORT) to this file.
     #[arg(long, value_name = "PATH")]
@@ -93,6 +99,13 @@ async fn run(args: Args) -> std::io::Result<()> {
         urls,
         urls_as_string: args.urls_as_string,
         log_requests: true,
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(fake_cloudflare::Tls {
+                cert_chain_pem: std::fs::read_to_string(cert)?,
+                key_pem: std::fs::read_to_string(key)?,
+            }),
+            _ => None,
+        },
     };
     let fake = FakeCloudflare::start(config).await?;
     let base_url = fake.base_url();

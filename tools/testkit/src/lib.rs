@@ -8,6 +8,7 @@
 mod command;
 mod env;
 mod objects;
+mod tls;
 mod wait;
 
 pub use command::{apply, kubeconfig, kubectl, run, stdout_or_stderr};
@@ -16,6 +17,7 @@ pub use objects::{
     apply_cloudflare_key, apply_cloudflare_turn_key, apply_credential, client, delete_namespace,
     force_rotation, start_fake_cloudflare,
 };
+pub use tls::TestCa;
 pub use wait::{eventually, ready, text, wait_for_reason, wait_until};
 
 /// The Cloudflare key ID the fake knows, with [`TOKEN`].
