@@ -1,5 +1,5 @@
-//! A real WebRTC client: Debian's Chromium, headless, opening a page served by the test. The
-//! page passes the `iceServers.json` served beside it unchanged to
+//! A real WebRTC client: Debian's Chromium, headless, opening a page served by the test or by an
+//! app pod. The page passes the `iceServers.json` served beside it unchanged to
 //! `RTCPeerConnection` (with `iceTransportPolicy: "relay"`), gathers candidates and posts them
 //! back to the test.
 
@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use crate::scratch::{GroupChild, ScratchDir, tail};
 
 /// The page: it fetches `iceServers.json` from its own origin, as an app's page would.
-const PAGE: &str = include_str!("page.html");
+pub const PAGE: &str = include_str!("page.html");
 /// The page gathers for at most 10 s; starting Chromium takes 1-2 s.
 const RESULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -98,6 +98,16 @@ pub async fn gather(ice_json: Vec<u8>) -> Gathered {
         );
     let (addr, _server) = serve(app).await;
     open(&format!("http://{addr}/page.html"), rx).await
+}
+
+/// Opens `page_url`, a copy of the page served by someone else beside the iceServers.json it
+/// fetches (an app pod), in a fresh headless Chromium and returns what the page gathered. The
+/// page reports to a server of the test's, named in its query string. Chromium and that server
+/// are gone when this returns, or panics.
+pub async fn gather_from(page_url: &str) -> Gathered {
+    let (report, rx) = report_route();
+    let (addr, _server) = serve(report).await;
+    open(&format!("{page_url}?report=http://{addr}/result"), rx).await
 }
 
 /// A router whose POST /result takes the page's report, and the receiving end of that report.
