@@ -1,7 +1,9 @@
-//! A real WebRTC client: Debian's Chromium, headless, opening a page served by the test. The page
-//! passes the served `iceServers.json` unchanged to `RTCPeerConnection` (with
-//! `iceTransportPolicy: "relay"`), gathers candidates and posts them back.
+//! A real WebRTC client: Debian's Chromium, headless, opening a page served by the test or by an
+//! app pod. The page passes the `iceServers.json` served beside it unchanged to
+//! `RTCPeerConnection` (with `iceTransportPolicy: "relay"`), gathers candidates and posts them
+//! back to the test.
 
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -15,7 +17,8 @@ use tokio::sync::oneshot;
 
 use crate::scratch::{GroupChild, ScratchDir, tail};
 
-const PAGE: &str = include_str!("page.html");
+/// The page: it fetches `iceServers.json` from its own origin, as an app's page would.
+pub const PAGE: &str = include_str!("page.html");
 /// The page gathers for at most 10 s; starting Chromium takes 1-2 s.
 const RESULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -32,7 +35,7 @@ pub struct Gathered {
     pub error: Option<String>,
     /// Gathering had not completed after 10 s.
     pub timed_out: bool,
-    /// How long the page took, from fetching /ice.json to the end of gathering.
+    /// How long the page took, from fetching iceServers.json to the end of gathering.
     pub ms: u64,
 }
 
@@ -54,7 +57,7 @@ pub struct Candidate {
 #[serde(rename_all = "camelCase")]
 pub struct CandidateError {
     pub error_code: u16,
-    #[allow(dead_code)] // shown through Debug in failure messages
+    /// The browser's words for the error, e.g. "Unauthorized".
     pub error_text: String,
     pub url: Option<String>,
 }
@@ -68,18 +71,18 @@ impl Gathered {
     }
 }
 
-/// Serves `ice_json` as /ice.json, opens the page in a fresh headless Chromium and returns what
-/// the page gathered. Chromium and the server are gone when this returns, or panics.
+/// Serves the page beside `ice_json` as its iceServers.json, opens it in a fresh headless
+/// Chromium and returns what the page gathered. Chromium and the server are gone when this
+/// returns, or panics.
 pub async fn gather(ice_json: Vec<u8>) -> Gathered {
-    let (tx, mut rx) = oneshot::channel::<String>();
-    let slot = Arc::new(Mutex::new(Some(tx)));
-    let app = Router::new()
+    let (report, rx) = report_route();
+    let app = report
         .route(
             "/page.html",
             get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE) }),
         )
         .route(
-            "/ice.json",
+            "/iceServers.json",
             get(move || {
                 let body = ice_json.clone();
                 async move {
@@ -92,27 +95,54 @@ pub async fn gather(ice_json: Vec<u8>) -> Gathered {
                     )
                 }
             }),
-        )
-        .route(
-            "/result",
-            post(move |body: String| {
-                let slot = slot.clone();
-                async move {
-                    if let Some(tx) = slot.lock().unwrap().take() {
-                        let _ = tx.send(body);
-                    }
-                    StatusCode::NO_CONTENT
-                }
-            }),
         );
+    let (addr, _server) = serve(app).await;
+    open(&format!("http://{addr}/page.html"), rx).await
+}
+
+/// Opens `page_url`, a copy of the page served by someone else beside the iceServers.json it
+/// fetches (an app pod), in a fresh headless Chromium and returns what the page gathered. The
+/// page reports to a server of the test's, named in its query string. Chromium and that server
+/// are gone when this returns, or panics.
+pub async fn gather_from(page_url: &str) -> Gathered {
+    let (report, rx) = report_route();
+    let (addr, _server) = serve(report).await;
+    open(&format!("{page_url}?report=http://{addr}/result"), rx).await
+}
+
+/// A router whose POST /result takes the page's report, and the receiving end of that report.
+fn report_route() -> (Router, oneshot::Receiver<String>) {
+    let (tx, rx) = oneshot::channel::<String>();
+    let slot = Arc::new(Mutex::new(Some(tx)));
+    let router = Router::new().route(
+        "/result",
+        post(move |body: String| {
+            let slot = slot.clone();
+            async move {
+                if let Some(tx) = slot.lock().unwrap().take() {
+                    let _ = tx.send(body);
+                }
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    (router, rx)
+}
+
+/// Serves `app` on a free loopback port until the returned guard drops.
+async fn serve(app: Router) -> (SocketAddr, AbortOnDrop) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = AbortOnDrop(tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     }));
+    (addr, server)
+}
 
+/// Opens `url` in a fresh headless Chromium and waits for the page's report on `rx`.
+async fn open(url: &str, mut rx: oneshot::Receiver<String>) -> Gathered {
     let dir = ScratchDir::new("chromium");
-    let mut chromium = start_chromium(&dir, &format!("http://{addr}/page.html"));
+    let mut chromium = start_chromium(&dir, url);
     let log = dir.path().join("chromium.log");
     let deadline = tokio::time::Instant::now() + RESULT_TIMEOUT;
     let body = loop {
@@ -135,12 +165,16 @@ pub async fn gather(ice_json: Vec<u8>) -> Gathered {
         }
     };
     drop(chromium);
-    drop(server);
     drop(dir);
     let gathered: Gathered =
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("the page posted {body:?}: {e}"));
+    let errors: Vec<String> = gathered
+        .errors
+        .iter()
+        .map(|e| format!("{} {}", e.error_code, e.error_text))
+        .collect();
     eprintln!(
-        "chromium: {} candidate(s), {} error(s), gathering {} after {} ms",
+        "chromium: {} candidate(s), {} error(s) {errors:?}, gathering {} after {} ms",
         gathered.candidates.len(),
         gathered.errors.len(),
         if gathered.timed_out {

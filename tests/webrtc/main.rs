@@ -4,16 +4,22 @@
 //! starts coturn on 127.0.0.1 with a random TURN REST shared secret, and hands the Secret's
 //! `iceServers.json` byte for byte to headless Chromium, whose `RTCPeerConnection` (with
 //! `iceTransportPolicy: "relay"`) must or must not gather a relay candidate from that coturn.
-//! Needs `hack/webrtc-prerequisites.sh` (coturn, chromium) and the control plane of
+//! One test takes the whole way a user's app does: a pod on the local node serves the page and
+//! the mounted Secret's `iceServers.json`, before and after a rotation.
+//! Needs `hack/webrtc-prerequisites.sh` (coturn, chromium) and the control plane and node of
 //! `make test`; the tests are `#[ignore]`d so that a bare `cargo test` needs neither:
 //!
 //!   cargo test --test webrtc -- --ignored
 
+mod app_pod;
 mod browser;
 mod coturn;
 mod scratch;
 mod uclient;
 
+use std::time::{Duration, Instant};
+
+use app_pod::AppPod;
 use browser::Gathered;
 use coturn::Coturn;
 use fake_cloudflare::UrlSet;
@@ -30,6 +36,52 @@ async fn shared_secret_credential_gathers_a_relay_candidate_from_coturn_in_chrom
     assert_relayed_by(&gathered, &coturn);
     let (username, _) = turn_pair(&ice);
     coturn.assert_allocated_for(&username);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane and the node of `make test`"]
+async fn app_pod_serves_chromium_the_mounted_credential_and_the_rotated_one_without_a_restart() {
+    let (coturn, env, ice) = issued_by_coturns_key("webrtc-app-pod", WITHOUT_STUN, "").await;
+    let app = AppPod::start(&env, "web").await;
+    // Compared, never shown: the bytes hold the credential.
+    assert!(
+        app.served_ice().await.is_some_and(|served| served == ice),
+        "the pod does not serve the Secret's iceServers.json as the API stores it"
+    );
+    let (before, _) = turn_pair(&ice);
+
+    let gathered = browser::gather_from(&app.page_url()).await;
+    assert_relayed_by(&gathered, &coturn);
+    coturn.assert_allocated_for(&before);
+
+    let rotated = Instant::now();
+    env.force_rotation("web", "1");
+    let written = wait_for_secret_username_other_than(&env, "web", &before).await;
+    let (served_at, served) = wait_for_served_username_other_than(&app, &before).await;
+    let (rewritten, changed) = (written - rotated, served_at - written);
+    let ice = issued_ice_json(&env, "web").await;
+    assert!(
+        served == ice,
+        "after the rotation the pod serves something other than the Secret's iceServers.json"
+    );
+    let (after, _) = turn_pair(&ice);
+    println!(
+        "app pod: Ready {:.1} s after its creation; Secret rewritten {:.2} s after the rotate \
+         annotation; served iceServers.json changed {:.1} s after the Secret write",
+        app.ready_after.as_secs_f64(),
+        rewritten.as_secs_f64(),
+        changed.as_secs_f64(),
+    );
+
+    assert!(!coturn.allocated_for(&after), "no one had the new credential yet");
+    let gathered = browser::gather_from(&app.page_url()).await;
+    assert_relayed_by(&gathered, &coturn);
+    coturn.assert_allocated_for(&after);
+    assert_eq!(
+        app.uid_and_restarts().await,
+        (app.uid.clone(), 0),
+        "the app pod was replaced or restarted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,6 +340,47 @@ async fn issued_by_coturns_key(test: &str, stun: bool, extra_spec: &str) -> (Cot
     env.apply_credential_with_key("web", COTURN_KEY, &format!("  ttlSeconds: 3600\n{extra_spec}"));
     let ice = issued_ice_json(&env, "web").await;
     (coturn, env, ice)
+}
+
+/// How often the waits for a rotation look: the figures they give are this precise.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Waits until the Secret `name` holds a username other than `old`, as the API shows it, and
+/// returns when it saw that.
+async fn wait_for_secret_username_other_than(env: &Env, name: &str, old: &str) -> Instant {
+    let limit = Duration::from_secs(60);
+    let deadline = Instant::now() + limit;
+    loop {
+        let secret = env.secrets().get(name).await.unwrap();
+        if text(&secret, "username") != old {
+            return Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Secret {name} still holds username {old} after {limit:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until the pod serves an iceServers.json whose username is not `old` (the kubelet
+/// updates a mounted Secret at its next sync of the pod: 60-90 s with the default
+/// syncFrequency of 1m), and returns when it saw that, and the bytes.
+async fn wait_for_served_username_other_than(app: &AppPod, old: &str) -> (Instant, Vec<u8>) {
+    let limit = Duration::from_secs(240);
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(served) = app.served_ice().await
+            && turn_pair(&served).0 != old
+        {
+            return (Instant::now(), served);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pod still serves username {old} after {limit:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// Waits for the TurnCredential `name` to be Issued and returns the bytes of its Secret's
