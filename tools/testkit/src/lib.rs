@@ -6,11 +6,16 @@
 //! fake Cloudflare must keep answering.
 
 mod command;
+mod consumer;
 mod env;
 mod objects;
 mod wait;
 
 pub use command::{apply, kubeconfig, kubectl, run, stdout_or_stderr};
+pub use consumer::{
+    MOUNT_PATH, Read, SecretVersions, Version, consumer_pod, consumer_reads, first_reads, parse_reads,
+    start_consumer_pod,
+};
 pub use env::{Env, SHORT_LIVED, Toma, free_port, log_path, target_dir, toma_binary};
 pub use objects::{
     apply_cloudflare_key, apply_cloudflare_turn_key, apply_credential, client, delete_namespace,
