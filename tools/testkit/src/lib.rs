@@ -1,6 +1,7 @@
-//! What toma's end-to-end, WebRTC and soak tests share: a namespace of their own on the local
+//! What toma's end-to-end, WebRTC, soak and propagation tests share: a namespace of their own on the local
 //! cluster (`hack/cluster.sh up`), the fake Cloudflare in-process, the real `toma` binary
-//! watching that namespace, and kubectl and helm with the cluster's kubeconfig.
+//! watching that namespace, kubectl and helm with the cluster's kubeconfig, and a consumer pod
+//! on the local node that reads the Secret from a mounted volume.
 //!
 //! Tests run on a multi-threaded runtime: kubectl calls block a thread while the in-process
 //! fake Cloudflare must keep answering.
