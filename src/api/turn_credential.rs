@@ -25,6 +25,7 @@ use super::{DNS_SUBDOMAIN, ROTATE_ANNOTATION};
     printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName", priority = 1),
     printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(name = "Renewal", type_ = "string", json_path = ".status.renewalTime", priority = 1),
+    printcolumn(name = "MountSafe", type_ = "string", json_path = r#".status.conditions[?(@.type=="MountSafe")].status"#, priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("!has(self.spec.renewBeforeSeconds) || self.spec.renewBeforeSeconds < self.spec.ttlSeconds")
         .message("spec.renewBeforeSeconds must be less than spec.ttlSeconds"),
@@ -43,8 +44,12 @@ pub struct TurnCredentialSpec {
     #[schemars(range(min = 60, max = 172800))]
     pub ttl_seconds: i64,
 
-    /// How long before expiry a new credential is minted. Defaults to a third of the ttl, so
-    /// credentials are renewed at two thirds of their life. Must be less than ttlSeconds.
+    /// How long before expiry a new credential is minted. Must be less than ttlSeconds. Defaults
+    /// to a third of the ttl (renewal at two thirds of the life), raised to 120 where that is at
+    /// most half of the ttl: a kubelet at its default settings updates a mounted Secret up to 90 s
+    /// after it changes, so pods that mount the Secret never read an expired credential when this
+    /// is 120 or more (when unset, for every ttlSeconds of 240 or more). Shorter values work for
+    /// consumers that read the Secret through the API; the MountSafe condition flags them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub renew_before_seconds: Option<i64>,
@@ -83,6 +88,21 @@ pub struct TurnCredentialSpec {
 
 fn default_ttl_seconds() -> i64 {
     86_400
+}
+
+/// How long before expiry a credential must reach its Secret for pods that mount the Secret never
+/// to read an expired one. A kubelet rewrites mounted Secrets when it syncs the pod, every
+/// `syncFrequency` (default 1 minute) plus up to 50 % jitter: up to 90 s after the write (60 to
+/// 90 s measured on a real node). The rest is margin for a slow mint (the provider timeout is
+/// 10 s) and a busy kubelet.
+pub const MOUNT_DELAY_SECONDS: i64 = 120;
+
+/// renewBeforeSeconds when the spec leaves it out: a third of the ttl, as cert-manager renews at
+/// two thirds of the life, raised to [`MOUNT_DELAY_SECONDS`] as far as half of the ttl, so that
+/// each credential still serves at least half of its life. From a ttl of 240 s up, the default is
+/// mount-safe.
+pub fn default_renew_before_seconds(ttl_seconds: i64) -> i64 {
+    (ttl_seconds / 3).max(MOUNT_DELAY_SECONDS.min(ttl_seconds / 2))
 }
 
 /// A reference to the key that mints a credential.
@@ -197,6 +217,9 @@ pub enum RolloutKind {
 #[serde(rename_all = "camelCase")]
 pub struct TurnCredentialStatus {
     /// `Ready` tells whether the Secret holds a valid credential that toma keeps fresh.
+    /// `MountSafe` tells whether pods that mount the Secret always read an unexpired credential
+    /// with kubelets at their default settings: False (reason RenewBeforeTooShort) when
+    /// renewBeforeSeconds is below 120.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -252,11 +275,19 @@ impl TurnCredential {
             .unwrap_or_else(|| kube::ResourceExt::name_any(self))
     }
 
-    /// Seconds before expiry at which to renew: the spec's value, or a third of the ttl.
+    /// Seconds before expiry at which to renew: the spec's value, or
+    /// [`default_renew_before_seconds`].
     pub fn renew_before_seconds(&self) -> i64 {
         self.spec
             .renew_before_seconds
-            .unwrap_or(self.spec.ttl_seconds / 3)
+            .unwrap_or_else(|| default_renew_before_seconds(self.spec.ttl_seconds))
+    }
+
+    /// Whether pods that mount the Secret always read an unexpired credential from it, with
+    /// kubelets at their default settings: the next credential is written at least
+    /// [`MOUNT_DELAY_SECONDS`] before the current one expires.
+    pub fn is_mount_safe(&self) -> bool {
+        self.renew_before_seconds() >= MOUNT_DELAY_SECONDS
     }
 
     pub fn url_filter(&self) -> UrlFilter {
@@ -269,5 +300,47 @@ impl TurnCredential {
             .as_ref()?
             .get(ROTATE_ANNOTATION)
             .map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::turn_credential;
+
+    #[test]
+    fn the_default_renew_before_is_a_third_of_the_ttl_but_at_least_120_s_within_half_of_it() {
+        let defaults: Vec<i64> = [60, 120, 180, 240, 300, 360, 3600, 86_400]
+            .into_iter()
+            .map(default_renew_before_seconds)
+            .collect();
+        assert_eq!(defaults, [30, 60, 90, 120, 120, 120, 1200, 28_800]);
+    }
+
+    #[test]
+    fn the_default_renew_before_is_always_less_than_the_ttl() {
+        for ttl in crate::api::MIN_TTL_SECONDS..=crate::api::MAX_TTL_SECONDS {
+            let renew_before = default_renew_before_seconds(ttl);
+            assert!(
+                renew_before > 0 && renew_before < ttl,
+                "ttl {ttl}: {renew_before}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_credential_is_mount_safe_when_it_is_renewed_at_least_120_s_before_expiry() {
+        let with = |ttl: i64, renew_before: Option<i64>| {
+            let mut tc = turn_credential("web");
+            tc.spec.ttl_seconds = ttl;
+            tc.spec.renew_before_seconds = renew_before;
+            tc.is_mount_safe()
+        };
+        assert!(with(86_400, None));
+        assert!(with(240, None), "the shortest ttl whose default is mount-safe");
+        assert!(!with(239, None));
+        assert!(!with(60, Some(50)));
+        assert!(with(150, Some(120)));
+        assert!(!with(86_400, Some(119)));
     }
 }

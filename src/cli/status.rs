@@ -126,6 +126,18 @@ pub fn render(observed: &Observed, now: Timestamp) -> String {
             None => "unknown: toma has not reported on it yet".into(),
         },
     );
+    // Only a problem is worth a line: pods mounting the Secret can read an expired credential.
+    let mount_safe = tc
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == status::MOUNT_SAFE));
+    if let Some(c) = mount_safe.filter(|c| c.status == "False") {
+        line(
+            &mut out,
+            "MountSafe:",
+            format!("{} ({}): {}", c.status, c.reason, c.message),
+        );
+    }
     let secret = match observed.secret {
         SecretState::Written => "written by toma",
         SecretState::Missing => "missing",
@@ -298,6 +310,35 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_credential_renewed_too_late_for_mounted_files_says_so_under_ready() {
+        let mut tc = issued();
+        tc.spec.renew_before_seconds = Some(60);
+        tc.status = Some(status::issued(
+            &tc,
+            &credential_at(1_700_000_000, 86_400),
+            at(86_340),
+            1,
+            at(0),
+        ));
+        let observed = Observed {
+            tc,
+            secret: SecretState::Written,
+            events: vec![],
+        };
+
+        let text = render(&observed, at(600));
+
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with("  Ready:     True (Issued)"), "{text}");
+        assert!(
+            lines[2]
+                .starts_with("  MountSafe: False (RenewBeforeTooShort): credentials are renewed 60 s before"),
+            "{text}"
+        );
+        assert!(lines[3].starts_with("  Secret:"), "{text}");
     }
 
     #[test]

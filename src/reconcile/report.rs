@@ -33,10 +33,12 @@ pub(super) async fn success(
 ) -> Result<Action> {
     let renewal = schedule::renewal_of(tc, &synced.credential);
     let new_status = status::issued(tc, &synced.credential, renewal, synced.rotations, now);
+    let mount_warning = mount_warning(tc, &new_status);
     patch_status(tc, ctx, new_status).await?;
     if let Some(reason) = synced.minted {
         announce_mint(tc, ctx, reason, &synced.credential, now).await;
     }
+    announce_mount_warning(tc, ctx, mount_warning).await;
     ctx.metrics
         .credential_ready(&CredentialLabels::of(tc), synced.credential.expires_at, renewal);
     Ok(Action::requeue(schedule::until(now, renewal).min(RESYNC)))
@@ -81,12 +83,14 @@ pub(super) async fn failure(
     let new_status = status::failed(tc, &failure, current.as_ref(), now);
     let transition = status::ready_state(Some(&new_status)) != was;
     let failures = u32::try_from(new_status.failures).unwrap_or(u32::MAX);
+    let mount_warning = mount_warning(tc, &new_status);
     patch_status(tc, ctx, new_status).await?;
     if transition {
         ctx.events
             .publish(tc, EventType::Warning, failure.reason(), failure.to_string())
             .await;
     }
+    announce_mount_warning(tc, ctx, mount_warning).await;
     let expires_at = current.as_ref().map(|c| c.expires_at);
     Ok(Action::requeue(schedule::retry_delay(
         failures,
@@ -94,6 +98,20 @@ pub(super) async fn failure(
         now,
         expires_at,
     )))
+}
+
+/// The message of MountSafe if `new_status` has just made it False.
+fn mount_warning(tc: &TurnCredential, new_status: &TurnCredentialStatus) -> Option<String> {
+    status::mount_safety_lost(tc.status.as_ref(), new_status).map(|c| c.message.clone())
+}
+
+/// A Warning Event when the spec renews too late for pods that mount the Secret, once per change.
+async fn announce_mount_warning(tc: &TurnCredential, ctx: &Context, message: Option<String>) {
+    if let Some(message) = message {
+        ctx.events
+            .publish(tc, EventType::Warning, status::RENEW_BEFORE_TOO_SHORT, message)
+            .await;
+    }
 }
 
 /// Writes the status with server-side apply, only when it differs from what is there.

@@ -41,16 +41,52 @@ async fn a_missing_secret_is_created_with_a_fresh_credential() {
 }
 
 #[tokio::test]
-async fn a_short_lived_credential_is_renewed_at_two_thirds_of_its_life() {
+async fn a_short_lived_credential_is_renewed_at_half_of_its_life_and_flagged_for_mounts() {
+    let cluster = Cluster::default();
+    cluster.shared_secret_key();
+    let ctx = cluster.toma();
+    let mut tc = turn_credential("web");
+    tc.spec.ttl_seconds = 60; // renewBefore 30 s by default: too short for any jitter
+
+    let action = cluster.reconcile(&ctx, &tc, at(0)).await.unwrap();
+    cluster.reconcile_stored(&ctx, at(1)).await.unwrap();
+
+    let status = cluster.stored_status();
+    assert_eq!(status["renewalTime"], "2023-11-14T22:13:50Z");
+    assert_eq!(action, requeue(30));
+    assert_eq!(status["conditions"][0]["type"], "Ready");
+    assert_eq!(status["conditions"][1]["type"], "MountSafe");
+    assert_eq!(status["conditions"][1]["status"], "False");
+    assert_eq!(status["conditions"][1]["reason"], "RenewBeforeTooShort");
+    drop(ctx);
+    assert_eq!(
+        cluster.event_reasons().await,
+        ["Issued", "RenewBeforeTooShort"],
+        "one Warning, not one per reconcile"
+    );
+}
+
+#[tokio::test]
+async fn a_credential_renewed_long_enough_before_expiry_is_mount_safe_and_draws_no_warning() {
     let cluster = Cluster::default();
     cluster.shared_secret_key();
     let mut tc = turn_credential("web");
-    tc.spec.ttl_seconds = 60; // renewBefore 20 s: too short for any jitter
+    tc.spec.ttl_seconds = 240; // renewBefore 120 s by default
 
     let action = cluster.reconcile(&cluster.toma(), &tc, at(0)).await.unwrap();
 
-    assert_eq!(cluster.stored_status()["renewalTime"], "2023-11-14T22:14:00Z");
-    assert_eq!(action, requeue(40));
+    let status = cluster.stored_status();
+    assert_eq!(status["conditions"][1]["type"], "MountSafe");
+    assert_eq!(status["conditions"][1]["status"], "True");
+    assert_eq!(status["conditions"][1]["reason"], "CoversKubeletDelay");
+    let renewal: Timestamp = status["renewalTime"].as_str().unwrap().parse().unwrap();
+    let before_expiry = (at(240) - renewal).get_seconds();
+    assert!(
+        (120..126).contains(&before_expiry),
+        "renewed {before_expiry} s before expiry"
+    );
+    assert_eq!(action, requeue((renewal - at(0)).get_seconds() as u64));
+    assert_eq!(cluster.event_reasons().await, ["Issued"]);
 }
 
 #[tokio::test]
