@@ -107,7 +107,10 @@ pub async fn restart_stale_targets(
                 info!(%workload, "restarted for the Secret's new content");
                 continue;
             }
-            Ok(Outcome::Missing) => format!("{workload} not found; nothing to restart"),
+            Ok(Outcome::Missing) => {
+                warn!(%workload, "rollout restart target not found");
+                format!("{workload} not found; nothing to restart")
+            }
             Err(error) => {
                 all_done = false;
                 warn!(%error, "rollout restart failed");

@@ -8,6 +8,7 @@ mod disruptive;
 mod faults;
 mod helm;
 mod invalid;
+mod rollout;
 
 use std::time::Duration;
 
