@@ -9,6 +9,7 @@ use crate::key_resolver::KeyResolver;
 use crate::metrics::Metrics;
 use crate::own_writes::OwnWrites;
 use crate::provider::Providers;
+use crate::rollout::Restarts;
 
 pub struct Context {
     pub client: Client,
@@ -18,4 +19,6 @@ pub struct Context {
     pub keys: KeyResolver,
     /// toma's own Secret writes, so that their watch events do not wake it again.
     pub own_writes: Arc<OwnWrites>,
+    /// Workload restarts waiting to be sent together.
+    pub restarts: Restarts,
 }

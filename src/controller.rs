@@ -156,6 +156,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         keys: Default::default(),
         own_writes: own_writes.clone(),
+        restarts: Default::default(),
         providers: Providers::new(settings.provider_timeout, metrics.clone()),
         events,
         metrics: metrics.clone(),

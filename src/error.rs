@@ -2,16 +2,20 @@
 //!
 //! - [`Error`]: a Kubernetes API call failed. Those of the reconcile's own bookkeeping (reading
 //!   the Secret, writing status or finalizers) reach the controller's error policy, which retries
-//!   soon; they are the only errors that can.
+//!   soon; they are the only errors that can. Those of restarting a workload become a Warning
+//!   Event and leave the reconcile a success.
 //! - [`Failure`]: the credential could not be kept fresh (a missing key, a refused token, a
 //!   foreign Secret, an outage, or an API call made on the way). Reported in status, an Event
 //!   and a metric; its `reason()` is the condition reason.
+
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::api::{KeyName, TurnCredential};
 use crate::provider::ProviderError;
+use crate::rollout::Workload;
 
 #[derive(thiserror::Error, Debug)]
 pub enum Error {
@@ -55,6 +59,21 @@ pub enum Error {
         secret: ObjectRef<Secret>,
         #[source]
         source: kube::Error,
+    },
+
+    #[error("failed to get {workload}: {}", api_message(.source))]
+    GetWorkload {
+        workload: Workload,
+        #[source]
+        source: kube::Error,
+    },
+
+    /// Shared: one patch restarts a workload for every TurnCredential that asked within the window.
+    #[error("failed to restart {workload}: {}", api_message(.source))]
+    RestartWorkload {
+        workload: Workload,
+        #[source]
+        source: Arc<kube::Error>,
     },
 }
 

@@ -60,12 +60,6 @@ impl MintReason {
         }
     }
 
-    /// Whether the new credential replaces one in an existing Secret, so that workloads that
-    /// read it at start-up need a restart.
-    pub fn replaces_a_credential(self) -> bool {
-        self != MintReason::NoSecret
-    }
-
     /// What the Event says happened.
     pub fn describe(self) -> &'static str {
         match self {
@@ -253,15 +247,5 @@ mod tests {
             failure.to_string().starts_with("Secret app/web exists"),
             "{failure}"
         );
-    }
-
-    #[test]
-    fn every_mint_reason_but_a_missing_secret_replaces_a_credential() {
-        use MintReason::*;
-        let replacing: Vec<_> = [NoSecret, Repair, SpecChanged, Forced, RenewalDue, Expired]
-            .into_iter()
-            .filter(|r| r.replaces_a_credential())
-            .collect();
-        assert_eq!(replacing, [Repair, SpecChanged, Forced, RenewalDue, Expired]);
     }
 }

@@ -174,6 +174,14 @@ pub fn fingerprint_with_rotate_request(tc: &TurnCredential, rotate_request: Opti
     short_hash(minting_inputs.to_string().as_bytes())
 }
 
+/// The checksum of the data that `credential` is written as: the value of the Secret's
+/// `toma.dev/checksum`, and what workloads restarted for it record (see `rollout`). A SHA-256 over
+/// all of the data, the TURN password included, cut to 128 bits: it tells contents apart and
+/// gives nothing away about them.
+pub fn content_checksum(credential: &Credential) -> String {
+    checksum(&secret_data(credential))
+}
+
 fn checksum(data: &BTreeMap<String, ByteString>) -> String {
     let mut hasher = Sha256::new();
     for (key, value) in data {
@@ -185,7 +193,8 @@ fn checksum(data: &BTreeMap<String, ByteString>) -> String {
     hex(&hasher.finalize()[..16])
 }
 
-fn short_hash(bytes: &[u8]) -> String {
+/// 32 hex digits of the SHA-256 of `bytes`.
+pub(crate) fn short_hash(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes)[..16])
 }
 
@@ -278,6 +287,18 @@ mod tests {
         let tc = turn_credential("web");
         let cred = credential_at(1_700_000_000, 600);
         assert_eq!(stored_credential(&desired_secret(&tc, &cred, 1)), Some(cred));
+    }
+
+    #[test]
+    fn the_content_checksum_is_the_secrets_checksum_and_changes_with_the_credential() {
+        let tc = turn_credential("web");
+        let cred = credential_at(1_700_000_000, 600);
+        let secret = desired_secret(&tc, &cred, 1);
+        assert_eq!(secret.annotations()[CHECKSUM_ANNOTATION], content_checksum(&cred));
+        assert_ne!(
+            content_checksum(&cred),
+            content_checksum(&credential_at(1_700_000_060, 600))
+        );
     }
 
     #[test]

@@ -69,8 +69,9 @@ pub struct TurnCredentialSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_filter: Option<UrlFilter>,
 
-    /// Workloads to restart after each rotation, for consumers that read the Secret into
-    /// environment variables at start-up. A mounted Secret needs no restart.
+    /// Workloads to restart when the Secret's content changes (a rotation, a recreated Secret),
+    /// for consumers that read the Secret into environment variables at start-up. Restarts of
+    /// one workload within a few seconds are one rollout. A mounted Secret needs no restart.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub rollout_restart_targets: Vec<RolloutTarget>,
@@ -194,7 +195,7 @@ pub enum Transport {
     Tls,
 }
 
-/// A workload restarted after each rotation.
+/// A workload restarted when the Secret's content changes.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutTarget {
@@ -205,7 +206,7 @@ pub struct RolloutTarget {
     pub name: String,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum RolloutKind {
     Deployment,
     StatefulSet,

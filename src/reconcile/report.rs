@@ -19,10 +19,12 @@ use crate::credential::Credential;
 use crate::error::{Error, Failure, Result};
 use crate::metrics::CredentialLabels;
 use crate::plan::MintReason;
-use crate::{rollout, schedule, status};
+use crate::{rollout, schedule, secret, status};
 
 /// Even with nothing due, look again this often, in case a watch event was missed.
 const RESYNC: Duration = Duration::from_secs(3600);
+/// How soon to try again when a rollout target could not be read or restarted.
+const RESTART_RETRY: Duration = Duration::from_secs(60);
 
 /// The Secret holds a valid credential: say so, and come back at its renewal time.
 pub(super) async fn success(
@@ -36,22 +38,26 @@ pub(super) async fn success(
     let mount_warning = mount_warning(tc, &new_status);
     patch_status(tc, ctx, new_status).await?;
     if let Some(reason) = synced.minted {
-        announce_mint(tc, ctx, reason, &synced.credential, now).await;
+        announce_mint(tc, ctx, reason, &synced.credential).await;
     }
     announce_mount_warning(tc, ctx, mount_warning).await;
     ctx.metrics
         .credential_ready(&CredentialLabels::of(tc), synced.credential.expires_at, renewal);
-    Ok(Action::requeue(schedule::until(now, renewal).min(RESYNC)))
+    let mut next = schedule::until(now, renewal).min(RESYNC);
+    // On every success, not only after a mint: a restart lost to a crash or a failed patch is
+    // made up here. Waits up to the restart window, so the requeue may come that much later
+    // than the renewal time, well inside the credential's renewal margin.
+    if !tc.spec.rollout_restart_targets.is_empty() {
+        let checksum = secret::content_checksum(&synced.credential);
+        if !rollout::restart_stale_targets(tc, ctx, &checksum, now).await {
+            next = next.min(RESTART_RETRY);
+        }
+    }
+    Ok(Action::requeue(next))
 }
 
-/// A Normal Event saying why a credential was minted, and the restarts that its replacement calls for.
-async fn announce_mint(
-    tc: &TurnCredential,
-    ctx: &Context,
-    reason: MintReason,
-    credential: &Credential,
-    now: Timestamp,
-) {
+/// A Normal Event saying why a credential was minted.
+async fn announce_mint(tc: &TurnCredential, ctx: &Context, reason: MintReason, credential: &Credential) {
     let what = reason.describe();
     info!(expires_at = %credential.expires_at, reason = reason.label(), "{what}");
     let note = format!(
@@ -62,9 +68,6 @@ async fn announce_mint(
     ctx.events
         .publish(tc, EventType::Normal, reason.event_reason(), note)
         .await;
-    if reason.replaces_a_credential() {
-        rollout::restart_targets(tc, ctx, now).await;
-    }
 }
 
 /// Reports a failure in status (an Event on each transition) and schedules the retry. What

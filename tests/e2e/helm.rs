@@ -13,6 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use fake_cloudflare::FakeCloudflare;
+use k8s_openapi::ByteString;
 use kube::Api;
 use serde_json::{Value, json};
 use toma::api::TurnCredential;
@@ -414,7 +415,7 @@ impl Operator {
     }
 }
 
-/// A Deployment for rolloutRestartTargets. Its pods never run (there is no kubelet).
+/// A Deployment for rolloutRestartTargets. Its pods never run (its image is nowhere to pull).
 fn consumer_deployment(namespace: &str) -> String {
     format!(
         r#"
@@ -432,8 +433,8 @@ spec:
 }
 
 /// The happy path through the operator: Issued, the Secret written, an Event recorded, a
-/// forced rotation restarting the consumer Deployment, and the Secret collected with its
-/// TurnCredential. Every write is made by toma under the chart's RBAC.
+/// forced rotation restarting the consumer Deployment for the new content, and the Secret
+/// collected with its TurnCredential. Every call is made by toma under the chart's RBAC.
 async fn happy_path(namespace: &str, key_ref: &str, fake: &FakeCloudflare) {
     apply(&consumer_deployment(namespace));
     apply_credential(
@@ -471,10 +472,15 @@ async fn happy_path(namespace: &str, key_ref: &str, fake: &FakeCloudflare) {
     );
 
     force_rotation(namespace, "web", "1");
+    let recorded = toma::rollout::checksum_annotation("web");
     eventually(Duration::from_secs(30), || async {
-        get_json(&["deployment", "consumer", "-n", namespace])["spec"]["template"]["metadata"]["annotations"]
-            ["toma.dev/restartedAt"]
-            .is_string()
+        let secret = get_json(&["secret", "web-ice", "-n", namespace]);
+        let template = get_json(&["deployment", "consumer", "-n", namespace])["spec"]["template"].clone();
+        let annotations = &template["metadata"]["annotations"];
+        fake.mints().len() == 2
+            && secret["data"]["username"] == json!(ByteString(fake.mints()[1].username.clone().into_bytes()))
+            && annotations[&recorded] == secret["metadata"]["annotations"]["toma.dev/checksum"]
+            && annotations["toma.dev/restartedAt"].is_string()
     })
     .await;
     assert_eq!(fake.mints().len(), 2, "the forced rotation minted once");
@@ -528,6 +534,7 @@ async fn chart_lints_strictly_and_renders_every_mode_as_documented() {
     );
     let cluster_role = grants(find(&docs, "ClusterRole", "toma"));
     assert!(cluster_role.contains(&("toma.dev/clusterturnkeys".into(), "get".into())));
+    assert!(cluster_role.contains(&("apps/deployments".into(), "get".into())));
     assert!(cluster_role.contains(&("apps/deployments".into(), "patch".into())));
     let lease_role = find(&docs, "Role", "toma-leader-election");
     assert_eq!(lease_role["metadata"]["namespace"], "toma-system");
@@ -921,6 +928,9 @@ async fn chart_rbac_is_enough_for_the_whole_happy_path_and_no_more() {
         can("patch", "secrets", Some(app)),
         can("create", "events.events.k8s.io", Some(app)),
         can("patch", "events.events.k8s.io", Some(app)),
+        can("get", "deployments.apps", Some(app)),
+        can("get", "statefulsets.apps", Some(app)),
+        can("get", "daemonsets.apps", Some(app)),
         can("patch", "deployments.apps", Some(app)),
         can("patch", "statefulsets.apps", Some(app)),
         can("patch", "daemonsets.apps", Some(app)),
@@ -939,7 +949,8 @@ async fn chart_rbac_is_enough_for_the_whole_happy_path_and_no_more() {
         cannot("list", "clusterturnkeys.toma.dev", None),
         cannot("create", "clusterturnkeys.toma.dev", None),
         cannot("create", "events", Some(app)),
-        cannot("get", "deployments.apps", Some(app)),
+        cannot("list", "deployments.apps", Some(app)),
+        cannot("update", "deployments.apps", Some(app)),
         cannot("delete", "deployments.apps", Some(app)),
         cannot("update", "leases.coordination.k8s.io", Some(&ns)),
         cannot("patch", "leases.coordination.k8s.io/other", Some(&ns)),
@@ -1018,6 +1029,7 @@ async fn namespaced_chart_confines_toma_to_the_namespace_it_watches() {
         can("create", "secrets", Some(app)),
         can("patch", "secrets", Some(app)),
         can("create", "events.events.k8s.io", Some(app)),
+        can("get", "deployments.apps", Some(app)),
         can("patch", "deployments.apps", Some(app)),
         can("create", "leases.coordination.k8s.io", Some(&ns)),
         can("patch", &lease, Some(&ns)),
@@ -1031,6 +1043,7 @@ async fn namespaced_chart_confines_toma_to_the_namespace_it_watches() {
         cannot("get", "secrets", Some(&ns)),
         cannot("get", "secrets", Some("kube-system")),
         cannot("create", "events.events.k8s.io", Some(other)),
+        cannot("get", "deployments.apps", Some(other)),
         cannot("patch", "deployments.apps", Some(other)),
         cannot("create", "leases.coordination.k8s.io", Some(app)),
         cannot("delete", "secrets", Some(app)),

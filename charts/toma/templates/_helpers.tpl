@@ -95,9 +95,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- if .Values.rbac.rolloutRestart }}
-# rolloutRestartTargets: a pod-template annotation, as `kubectl rollout restart` does.
+# rolloutRestartTargets: read the checksum a target records, restart it with a pod-template
+# annotation as `kubectl rollout restart` does.
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets", "daemonsets"]
-  verbs: ["patch"]
+  verbs: ["get", "patch"]
 {{- end }}
 {{- end }}

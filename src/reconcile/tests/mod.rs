@@ -4,6 +4,7 @@
 mod deletion;
 mod failures;
 mod minting;
+mod rollout;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
