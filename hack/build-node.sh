@@ -38,7 +38,7 @@ install_packages() {
   local missing=() entry
   for entry in /usr/lib/cni/bridge:containernetworking-plugins /bin/busybox:busybox-static \
     /usr/include/seccomp.h:libseccomp-dev /usr/bin/nsenter:util-linux /usr/bin/unshare:util-linux \
-    /usr/bin/ip:iproute2 /usr/bin/gcc:gcc /usr/lib/x86_64-linux-gnu/libc.a:libc6-dev \
+    /usr/bin/ip:iproute2 /usr/sbin/nft:nftables /usr/bin/gcc:gcc /usr/lib/x86_64-linux-gnu/libc.a:libc6-dev \
     /usr/bin/python3:python3; do
     [ -e "${entry%%:*}" ] || missing+=("${entry#*:}")
   done

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::control_plane::{self, ControlPlane};
 use crate::kubeconfig::{self, Credential};
 use crate::layout::{self, EnvFile, Layout};
-use crate::node::{self, Node, files};
+use crate::node::{self, Node, files, gateway};
 use crate::process::{self, Lock};
 use crate::{Error, Result, Settings, pki};
 
@@ -29,7 +29,7 @@ pub struct Cluster {
 }
 
 /// The ports `up` picks, by their cluster.env keys.
-pub const PORTS: [&str; 8] = [
+pub const PORTS: [&str; 7] = [
     "ETCD_PORT",
     "ETCD_PEER_PORT",
     "API_PORT",
@@ -37,7 +37,6 @@ pub const PORTS: [&str; 8] = [
     "SCHEDULER_PORT",
     "KUBELET_PORT",
     "KUBELET_HEALTHZ_PORT",
-    "TOMA_HTTP_PORT",
 ];
 
 impl Cluster {
@@ -184,6 +183,7 @@ impl Cluster {
             env.set("NODE_BIN", self.settings.node_bin().display());
             env.set("CGROUP_ROOT", format!("/toma-node-{tag}"));
             env.set("BRIDGE", format!("toma-{tag}"));
+            env.set("GATEWAY_VETH", gateway::veth_name(&tag));
         }
         Ok(env)
     }
@@ -216,11 +216,7 @@ impl Cluster {
                 Credential::Token(&pki::token(&self.layout, stem)?),
             )?;
         }
-        let http_port = env.port("TOMA_HTTP_PORT").unwrap_or_default();
-        layout::write(
-            &self.layout.helm_values(),
-            &files::helm_values(api_port, http_port),
-        )?;
+        layout::write(&self.layout.helm_values(), &files::helm_values())?;
         if let Some(crds) = &self.settings.crds {
             self.plane(&env).apply_crds(crds)?;
         }
@@ -233,6 +229,10 @@ impl Cluster {
         let pid = self.plane(&env).start_scheduler()?;
         self.record(&mut env, "SCHEDULER_PID", pid)?;
         self.node(&env).prepare(&self.plane(&env))?;
+        let gateway = self.node(&env).start_gateway()?;
+        self.record(&mut env, "GATEWAY_PID", gateway)?;
+        let pid = self.node(&env).start_relay(gateway)?;
+        self.record(&mut env, "RELAY_PID", pid)?;
         let pid = self.node(&env).start_holder()?;
         self.record(&mut env, "HOLDER_PID", pid)?;
         let pid = self.node(&env).start_containerd()?;

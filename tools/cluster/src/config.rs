@@ -31,6 +31,9 @@ pub struct Settings {
     pub control_plane_bin: PathBuf,
     /// The node's build: bin/ and images/ (TOMA_NODE_DIR).
     pub node_dir: PathBuf,
+    /// The toma-cluster binary, which the pod relay runs as (`toma-cluster relay`): the running
+    /// executable unless TOMA_CLUSTER_EXE names it (tests that use the library do).
+    pub cluster_exe: PathBuf,
 }
 
 impl Settings {
@@ -86,6 +89,10 @@ impl Settings {
             node_dir: get("TOMA_NODE_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| cache.join(NODE_CACHE)),
+            cluster_exe: get("TOMA_CLUSTER_EXE")
+                .map(PathBuf::from)
+                .or_else(|| std::env::current_exe().ok())
+                .unwrap_or_else(|| PathBuf::from("toma-cluster")),
         })
     }
 

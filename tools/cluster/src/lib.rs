@@ -17,6 +17,7 @@ pub mod layout;
 mod node;
 mod pki;
 pub mod process;
+pub mod relay;
 mod report;
 mod teardown;
 mod wait;

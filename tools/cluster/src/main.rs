@@ -41,10 +41,33 @@ enum Command {
         archive: PathBuf,
         reference: Option<String>,
     },
+    /// The pod relay that `up` starts: listens in the pod gateway's network namespace (that of
+    /// the process NAMESPACE_OF) and connects pods from the host's to 127.0.0.1.
+    #[command(hide = true)]
+    Relay {
+        #[arg(long)]
+        namespace_of: u32,
+        #[arg(long)]
+        apiserver_port: u16,
+        /// Written once the relay listens.
+        #[arg(long)]
+        ready_file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Relay {
+        namespace_of,
+        apiserver_port,
+        ready_file,
+    } = &cli.command
+    {
+        return match toma_cluster::relay::run(*namespace_of, *apiserver_port, ready_file) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => fail(error),
+        };
+    }
     let mut settings = match toma_cluster::Settings::from_env() {
         Ok(settings) => settings,
         Err(error) => return fail(error),
@@ -83,6 +106,7 @@ fn main() -> ExitCode {
         }
         Command::RestartKubelet => cluster.restart_kubelet(),
         Command::ImportImage { archive, reference } => cluster.import_image(&archive, reference.as_deref()),
+        Command::Relay { .. } => unreachable!("the relay runs before the settings are read"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,8 @@
 
 use crate::cluster::{Cluster, Status};
 use crate::layout::EnvFile;
-use crate::{control_plane, node, process};
+use crate::node::{self, gateway};
+use crate::{control_plane, process};
 
 /// A word for a POSIX shell, single-quoted when it needs to be.
 fn shell_quote(text: &str) -> String {
@@ -19,7 +20,9 @@ fn shell_quote(text: &str) -> String {
 
 impl Cluster {
     /// `export` lines for `eval "$(hack/cluster.sh env)"`: KUBECONFIG, PATH with kubectl and helm
-    /// first, TOMA_CLUSTER_DIR, and TOMA_HELM_VALUES (the values file for `helm install -f`).
+    /// first, TOMA_CLUSTER_DIR, TOMA_HELM_VALUES (the values file for `helm install -f`) and
+    /// TOMA_POD_HOST (where pods reach the host's loopback: a service on 127.0.0.1:P answers pods
+    /// at TOMA_POD_HOST:P).
     pub fn env_lines(&self) -> String {
         let env = EnvFile::read(&self.layout().env_file()).unwrap_or_default();
         let bin = env
@@ -29,11 +32,12 @@ impl Cluster {
         let layout = self.layout();
         // $PATH stays literal: the shell that evaluates these lines expands it.
         format!(
-            "export KUBECONFIG={}\nexport PATH={}:$PATH\nexport TOMA_CLUSTER_DIR={}\nexport TOMA_HELM_VALUES={}\n",
+            "export KUBECONFIG={}\nexport PATH={}:$PATH\nexport TOMA_CLUSTER_DIR={}\nexport TOMA_HELM_VALUES={}\nexport TOMA_POD_HOST={}\n",
             shell_quote(&layout.kubeconfig().display().to_string()),
             shell_quote(&bin),
             shell_quote(&layout.root().display().to_string()),
             shell_quote(&layout.helm_values().display().to_string()),
+            gateway::GATEWAY_ADDRESS,
         )
     }
 
@@ -85,11 +89,13 @@ impl Cluster {
         );
         if env.get("NODE") == Some("1") {
             out += &format!(
-                ", scheduler {}, kubelet {} (healthz {}); for toma's pod: {}",
+                ", scheduler {}, kubelet {} (healthz {})\n  pods reach: the apiserver at {}:{}, 127.0.0.1:P at {}:P",
                 port("SCHEDULER_PORT"),
                 port("KUBELET_PORT"),
                 port("KUBELET_HEALTHZ_PORT"),
-                port("TOMA_HTTP_PORT")
+                gateway::API_SERVICE_ADDRESS,
+                gateway::API_SERVICE_PORT,
+                gateway::GATEWAY_ADDRESS,
             );
         }
         out += "\n  use:   eval \"$(hack/cluster.sh env)\"\n";
@@ -116,7 +122,8 @@ mod tests {
             "export KUBECONFIG='/tmp/toma cluster/kubeconfig'\n\
              export PATH=/cache/bin:$PATH\n\
              export TOMA_CLUSTER_DIR='/tmp/toma cluster'\n\
-             export TOMA_HELM_VALUES='/tmp/toma cluster/helm-values.yaml'\n"
+             export TOMA_HELM_VALUES='/tmp/toma cluster/helm-values.yaml'\n\
+             export TOMA_POD_HOST=10.244.7.1\n"
         );
     }
 

@@ -55,7 +55,6 @@ impl Cluster {
         let listening = process::listening_ports();
         let ports: Vec<String> = PORTS
             .iter()
-            .filter(|key| **key != "TOMA_HTTP_PORT")
             .filter_map(|key| env.port(key))
             .filter(|port| listening.contains(port))
             .map(|port| port.to_string())
@@ -75,7 +74,8 @@ impl Cluster {
     }
 
     /// Control-plane processes with the state dir on their command line that no PID file names
-    /// (from an `up` that was killed half-way), and the node's holder.
+    /// (from an `up` that was killed half-way), the node's holder, the pod gateway's holder and
+    /// the relay.
     fn strays(&self) -> Vec<u32> {
         process::all_pids()
             .into_iter()
@@ -85,7 +85,11 @@ impl Cluster {
                 control_plane::COMPONENTS
                     .iter()
                     .any(|name| exe.ends_with(&format!("/{name}")))
-                    || process::cmdline(pid).is_some_and(|c| c.contains(" toma-node-holder "))
+                    || process::cmdline(pid).is_some_and(|c| {
+                        [" toma-node-holder ", " toma-pod-gateway ", "toma-cluster relay "]
+                            .iter()
+                            .any(|name| c.contains(name))
+                    })
             })
             .collect()
     }

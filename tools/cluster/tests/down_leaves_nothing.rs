@@ -1,13 +1,16 @@
 //! The whole node, end to end: `up`, a busybox pod on the pod network that reads a mounted
-//! Secret and one on the host network, both Ready, an imported image run under its new name;
-//! then `down` leaves nothing behind: no process, container, shim, mount, network namespace,
-//! cgroup, bridge or port.
+//! Secret and one on the host network, both Ready, a pod that reaches a service on the host's
+//! loopback through the pod gateway, an imported image run under its new name; then `down` leaves
+//! nothing behind: no process, container, shim, mount, network namespace, cgroup, bridge, veth or
+//! port.
 //!
 //! Needs root, hack/build-control-plane.sh and hack/build-node.sh; hence ignored:
 //! `cargo test -p toma-cluster --test down_leaves_nothing -- --ignored`.
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -75,6 +78,42 @@ fn kubectl(bin: &Path, kubeconfig: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// A one-line HTTP server on 127.0.0.1 that answers every request with `body`; its port.
+fn serve_on_loopback(body: &'static str) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let response = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    port
+}
+
+/// A pod on the pod network that fetches `url` once and prints what it got.
+fn fetching_pod(url: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: reaches-host}}
+spec:
+  restartPolicy: Never
+  containers:
+    - name: main
+      image: localhost/busybox:latest
+      imagePullPolicy: Never
+      command: [wget, -q, -O-, "{url}"]
+"#
+    )
+}
+
 fn ns_link(pid: u32, kind: &str) -> Option<String> {
     fs::read_link(format!("/proc/{pid}/ns/{kind}"))
         .ok()
@@ -110,6 +149,7 @@ fn down_leaves_no_process_container_mount_netns_cgroup_or_port() {
     let settings = Settings::from_lookup(|name| match name {
         "TOMA_CLUSTER_DIR" => Some(dir.clone()),
         "TOMA_NODE" => Some("1".into()),
+        "TOMA_CLUSTER_EXE" => Some(env!("CARGO_BIN_EXE_toma-cluster").into()),
         other => std::env::var(other).ok(),
     })
     .unwrap();
@@ -145,6 +185,26 @@ fn down_leaves_no_process_container_mount_netns_cgroup_or_port() {
     // Through the apiserver's kubelet client certificate and the kubelet's webhook authorization.
     let logs = kubectl(&bin, &kubeconfig, &["logs", "on-pod-network"]);
     assert_eq!(logs.trim(), "hello-from-a-secret");
+
+    // The host's loopback, through the pod gateway: 127.0.0.1:P answers pods at 10.244.7.1:P.
+    let port = serve_on_loopback("hello-from-the-host");
+    let manifest = cluster.layout().root().join("reaches-host.yaml");
+    fs::write(&manifest, fetching_pod(&format!("http://10.244.7.1:{port}/"))).unwrap();
+    kubectl(&bin, &kubeconfig, &["apply", "-f", manifest.to_str().unwrap()]);
+    kubectl(
+        &bin,
+        &kubeconfig,
+        &[
+            "wait",
+            "--for=jsonpath={.status.phase}=Succeeded",
+            "pod/reaches-host",
+            "--timeout=60s",
+        ],
+    );
+    assert_eq!(
+        kubectl(&bin, &kubeconfig, &["logs", "reaches-host"]).trim(),
+        "hello-from-the-host"
+    );
 
     // An imported archive runs under the name it was given.
     let archive = cluster.settings().node_image("busybox.tar");
@@ -184,6 +244,9 @@ fn down_leaves_no_process_container_mount_netns_cgroup_or_port() {
     // What must be gone afterwards.
     let cgroup_root = env.get("CGROUP_ROOT").unwrap().to_string();
     let bridge = env.get("BRIDGE").unwrap().to_string();
+    let veth = env.get("GATEWAY_VETH").unwrap().to_string();
+    let gateway = process::recorded_pid(cluster.layout(), "pod-gateway").unwrap();
+    let gateway_net_ns = ns_link(gateway, "net").unwrap();
     let holder = process::recorded_pid(cluster.layout(), "node-holder").unwrap();
     let node_mount_ns = ns_link(holder, "mnt").unwrap();
     let host_net_ns = ns_link(std::process::id(), "net").unwrap();
@@ -199,10 +262,12 @@ fn down_leaves_no_process_container_mount_netns_cgroup_or_port() {
         Path::new("/sys/class/net").join(&bridge).exists(),
         "bridge {bridge} while up"
     );
-    // Every port the cluster listens on; toma's is only reserved for a pod of the chart.
+    assert!(
+        Path::new("/sys/class/net").join(&veth).exists(),
+        "veth {veth} while up"
+    );
     let ports: Vec<u16> = toma_cluster::PORTS
         .iter()
-        .filter(|key| **key != "TOMA_HTTP_PORT")
         .map(|key| env.port(key).unwrap())
         .collect();
     let ours: Vec<u32> = process::all_pids()
@@ -238,6 +303,11 @@ fn down_leaves_no_process_container_mount_netns_cgroup_or_port() {
             net.as_ref().is_none_or(|n| !pod_net_ns.contains(n)),
             "pid {pid} in a pod network namespace"
         );
+        assert_ne!(
+            net.as_deref(),
+            Some(gateway_net_ns.as_str()),
+            "pid {pid} in the pod gateway's network namespace"
+        );
     }
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&dir), "mounts left under {dir}");
@@ -251,6 +321,10 @@ fn down_leaves_no_process_container_mount_netns_cgroup_or_port() {
     assert!(
         !Path::new("/sys/class/net").join(&bridge).exists(),
         "bridge {bridge} left"
+    );
+    assert!(
+        !Path::new("/sys/class/net").join(&veth).exists(),
+        "veth {veth} left"
     );
     let listening = process::listening_ports();
     let open: Vec<u16> = ports.into_iter().filter(|p| listening.contains(p)).collect();

@@ -1,17 +1,25 @@
 //! The node's configuration files: containerd's, the kubelet's, CNI's, the kernel settings the
-//! kubelet insists on, and the Helm values a pod of toma's chart needs on this node.
+//! kubelet insists on, and the Helm values file for toma's chart on this node.
 
 use std::path::Path;
 
+use super::gateway::GATEWAY_ADDRESS;
 use crate::layout::Layout;
 
 /// The node's name and InternalIP. The kubelet rejects a loopback --node-ip but takes an IP given
-/// as the hostname as the InternalIP, so hostNetwork pods get 127.0.0.1 and probes go to loopback.
+/// as the hostname as the InternalIP, so hostNetwork pods get 127.0.0.1.
 pub const NODE_NAME: &str = "127.0.0.1";
 
-/// The pod network: a bridge with no address on the host side, no gateway, no masquerading and
-/// no routes, so pods reach each other and nothing else.
+/// The pod network: a bridge with no address on the host side, no masquerading and no default
+/// route. Pods reach each other, and through the pod gateway (see `gateway`) the `kubernetes`
+/// Service and the host's loopback; nothing else.
 pub const POD_SUBNET: &str = "10.244.7.0/24";
+
+/// The first address pods get: below it sits the pod gateway, 10.244.7.1.
+pub const POD_RANGE_START: &str = "10.244.7.10";
+
+/// The service range (--service-cluster-ip-range), routed to the pod gateway.
+pub const SERVICE_SUBNET: &str = "10.0.0.0/24";
 
 /// The values the kubelet wants in these kernel settings (pkg/kubelet/cm setupKernelTunables).
 /// Inside the node's mount namespace each /proc/sys file is covered by a file holding that value,
@@ -174,8 +182,10 @@ failSwapOn: false
     )
 }
 
-/// The pod network (containerd adds the loopback interface itself).
+/// The pod network (containerd adds the loopback interface itself). The route sends the service
+/// range to the pod gateway; there is no default route.
 pub fn cni_conflist(bridge: &str, ipam_dir: &Path) -> String {
+    let gateway = GATEWAY_ADDRESS;
     format!(
         r#"{{
   "cniVersion": "1.0.0",
@@ -189,7 +199,8 @@ pub fn cni_conflist(bridge: &str, ipam_dir: &Path) -> String {
       "hairpinMode": true,
       "ipam": {{
         "type": "host-local",
-        "ranges": [[{{"subnet": "{POD_SUBNET}"}}]],
+        "ranges": [[{{"subnet": "{POD_SUBNET}", "rangeStart": "{POD_RANGE_START}"}}]],
+        "routes": [{{"dst": "{SERVICE_SUBNET}", "gw": "{gateway}"}}],
         "dataDir": "{ipam}"
       }}
     }}
@@ -200,23 +211,16 @@ pub fn cni_conflist(bridge: &str, ipam_dir: &Path) -> String {
     )
 }
 
-/// What a pod of toma's chart needs on this node, for `helm install -f "$TOMA_HELM_VALUES"`. The
-/// apiserver listens on loopback only, so the pod runs on the host network and is told the
-/// apiserver's loopback address: explicit env wins over the `kubernetes` Service's ClusterIP that
-/// the kubelet injects (nothing routes that here). toma's HTTP port is one that was free at `up`,
-/// since on the host network a fixed 8080 may be taken.
-pub fn helm_values(api_port: u16, http_port: u16) -> String {
-    format!(
-        r#"# Written by the local cluster (hack/cluster.sh up): what a pod of toma's chart needs on its node.
-hostNetwork: true
-httpPort: {http_port}
-extraEnv:
-  - name: KUBERNETES_SERVICE_HOST
-    value: "127.0.0.1"
-  - name: KUBERNETES_SERVICE_PORT
-    value: "{api_port}"
-"#
-    )
+/// The values file every local install passes (`helm install -f "$TOMA_HELM_VALUES"`). Nothing
+/// is needed any more: pods reach the apiserver through the `kubernetes` Service's ClusterIP, as
+/// on a real cluster, so toma's chart runs with its defaults. The file stays so that the place
+/// for a node-specific value stays too.
+pub fn helm_values() -> String {
+    "# Written by the local cluster (hack/cluster.sh up) for `helm install -f`. Nothing is needed:
+# pods reach the apiserver at the kubernetes Service (10.0.0.1:443) through the pod gateway.
+{}
+"
+    .to_string()
 }
 
 #[cfg(test)]
@@ -248,20 +252,20 @@ mod tests {
     }
 
     #[test]
-    fn pod_network_has_no_gateway_masquerade_or_routes() {
+    fn pod_network_routes_only_the_service_range_to_the_gateway() {
         let text = cni_conflist("toma-1234", Path::new("/tmp/c/node/ipam"));
         assert!(text.contains(r#""isGateway": false"#));
         assert!(text.contains(r#""ipMasq": false"#));
-        assert!(!text.contains("routes"));
-        assert!(text.contains(POD_SUBNET));
+        assert!(text.contains(r#""routes": [{"dst": "10.0.0.0/24", "gw": "10.244.7.1"}]"#));
+        assert_eq!(text.matches("\"dst\"").count(), 1, "no other route: {text}");
+        assert!(text.contains(r#""subnet": "10.244.7.0/24", "rangeStart": "10.244.7.10""#));
     }
 
     #[test]
-    fn helm_values_point_the_pod_at_the_loopback_apiserver() {
-        let text = helm_values(34567, 40001);
-        assert!(text.contains("hostNetwork: true"));
-        assert!(text.contains("httpPort: 40001"));
-        assert!(text.contains("value: \"127.0.0.1\""));
-        assert!(text.contains("value: \"34567\""));
+    fn helm_values_override_nothing_of_the_chart() {
+        let text = helm_values();
+        assert!(!text.contains("hostNetwork"));
+        assert!(!text.contains("KUBERNETES_SERVICE"));
+        assert!(text.lines().any(|l| l == "{}"), "an empty YAML map: {text}");
     }
 }

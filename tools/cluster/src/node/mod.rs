@@ -3,6 +3,7 @@
 
 mod cgroups;
 pub mod files;
+pub mod gateway;
 pub mod namespace;
 mod stop;
 
@@ -16,7 +17,7 @@ use crate::layout::{self, EnvFile, Layout};
 use crate::process::{self, launch};
 use crate::{Error, Result, Settings, wait};
 
-pub const COMPONENTS: [&str; 3] = ["node-holder", "containerd", "kubelet"];
+pub const COMPONENTS: [&str; 5] = ["pod-gateway", "pod-relay", "node-holder", "containerd", "kubelet"];
 
 const NODE_BINARIES: [&str; 6] = [
     "kubelet",
@@ -93,6 +94,7 @@ impl Node<'_> {
             ("/usr/bin/nsenter", "util-linux"),
             ("/usr/bin/unshare", "util-linux"),
             ("/usr/bin/ip", "iproute2"),
+            ("/usr/sbin/nft", "nftables"),
         ] {
             if !Path::new(tool).exists() {
                 return Err(Error::Missing(format!(
@@ -104,6 +106,7 @@ impl Node<'_> {
         if unsafe { libc::geteuid() } != 0 {
             return Err(Error::Missing("the local node needs root (mount namespaces, cgroups); start the control plane alone with TOMA_NODE=0".into()));
         }
+        self.check_gateway()?;
         cgroups::check_host()
     }
 

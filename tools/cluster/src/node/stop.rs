@@ -5,8 +5,9 @@
 //! through the cgroups they live in (they are test pods; no grace is owed), and their shims reap
 //! them. Then containerd, then the shims and anything else inside the node's mount namespace,
 //! then the holder: once no process is left in the namespace, the kernel drops it and every mount
-//! and network namespace bound inside it. Last the emptied cgroups and the bridge, which lives in
-//! the host's network namespace because containerd does.
+//! and network namespace bound inside it. Then the pod gateway (relay, veth pair, the holder of
+//! its network namespace). Last the emptied cgroups and the bridge, which lives in the host's
+//! network namespace because containerd does.
 
 use std::path::Path;
 use std::thread::sleep;
@@ -58,6 +59,7 @@ impl Node<'_> {
                 left.push(format!("processes still in the node's mount namespace {ns}"));
             }
         }
+        self.stop_gateway(&mut stopped, &mut left);
         if let Some(root) = &cgroup_root
             && let Err(error) = cgroups::remove(root)
         {
@@ -76,7 +78,7 @@ impl Node<'_> {
         }
     }
 
-    fn stop_component(&self, name: &str, stopped: &mut Vec<u32>) -> Result<()> {
+    pub(super) fn stop_component(&self, name: &str, stopped: &mut Vec<u32>) -> Result<()> {
         if let Some(pid) = process::recorded_pid(self.layout, name) {
             stopped.push(pid);
             process::stop(self.layout, name, pid)?;
