@@ -47,6 +47,8 @@ archive=$target/image/toma-$version.oci.tar
   --source-date-epoch "$epoch"
 echo "image: built in $(($(date +%s) - started)) s"
 if status=$(hack/cluster.sh status 2>/dev/null) && ! grep -q "node: *none" <<<"$status"; then
-  hack/cluster.sh import-image "$archive" "$reference"
+  # The archive names its image (index.json), so no REF: ctr's --index-name would store the index
+  # under that name in place of the manifest, which the kubelet then does not find.
+  hack/cluster.sh import-image "$archive"
   echo "image: imported into the local node as $reference"
 fi

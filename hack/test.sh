@@ -30,6 +30,9 @@ cargo test --workspace
 step "property tests at length (bad input at scale: 5000 cases each, about 30 s)"
 PROPTEST_CASES=${PROPTEST_CASES:-5000} cargo test --test properties
 
+step "the local cluster alone: up with a node, pods on the pod network and the gateway, then down leaves nothing"
+cargo test -p toma-cluster -- --ignored
+
 step "control plane"
 # CRDs go in before the controller-manager starts, so its garbage collector knows them at once.
 # A kubelet that syncs pods every 10 s, so that the mount tests see rotations reach pods within
@@ -39,11 +42,17 @@ trap 'hack/cluster.sh down' EXIT
 eval "$(hack/cluster.sh env)"
 kubectl apply --server-side -f crds/
 
+step "toma's image (make image), imported into the node under the chart's default reference"
+hack/image.sh
+
 step "end-to-end tests"
-cargo test --test e2e -- --ignored --skip disruptive:: --test-threads "${E2E_THREADS:-4}"
+cargo test --test e2e -- --ignored --skip disruptive:: --skip pods:: --test-threads "${E2E_THREADS:-4}"
 
 step "WebRTC tests: the Secret in headless Chromium and turnutils_uclient against a real coturn"
 cargo test --test webrtc -- --ignored
+
+step "toma as pods installed by helm (cluster-wide, so alone)"
+cargo test --test e2e -- --ignored pods:: --test-threads 1
 
 step "end-to-end tests that disturb the control plane, alone"
 cargo test --test e2e -- --ignored disruptive:: --test-threads 1

@@ -26,12 +26,12 @@ use toma_testkit::{
 
 const KUBE_VERSION: &str = "1.37.2";
 
-fn chart() -> PathBuf {
+pub(crate) fn chart() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/toma")
 }
 
 /// Runs helm. Ok(stdout) or Err(stderr).
-fn helm(args: &[&str]) -> Result<String, String> {
+pub(crate) fn helm(args: &[&str]) -> Result<String, String> {
     stdout_or_stderr(run("helm", args, None))
 }
 
@@ -101,14 +101,14 @@ fn container_args(deployment: &Value) -> Vec<String> {
 }
 
 /// `kubectl get ... -o json`.
-fn get_json(args: &[&str]) -> Value {
+pub(crate) fn get_json(args: &[&str]) -> Value {
     let mut args = [&["get"], args].concat();
     args.extend(["-o", "json"]);
     let out = kubectl(&args, None).unwrap_or_else(|e| panic!("kubectl get {args:?}: {e}"));
     serde_json::from_str(&out).unwrap()
 }
 
-fn exists(kind: &str, name: &str, namespace: Option<&str>) -> bool {
+pub(crate) fn exists(kind: &str, name: &str, namespace: Option<&str>) -> bool {
     let mut args = vec!["get", kind, name, "--ignore-not-found", "-o", "name"];
     if let Some(ns) = namespace {
         args.extend(["-n", ns]);

@@ -9,6 +9,7 @@ mod faults;
 mod helm;
 mod invalid;
 mod mount;
+mod pods;
 mod rollout;
 
 use std::time::Duration;

@@ -15,7 +15,7 @@ pub const NODE_NAME: &str = "127.0.0.1";
 /// Service and the host's loopback; nothing else.
 pub const POD_SUBNET: &str = "10.244.7.0/24";
 
-/// The first address pods get: below it sits the pod gateway, 10.244.7.1.
+/// The first address pods get: below it sit the pod gateway, 10.244.7.1, and the host, 10.244.7.2.
 pub const POD_RANGE_START: &str = "10.244.7.10";
 
 /// The service range (--service-cluster-ip-range), routed to the pod gateway.

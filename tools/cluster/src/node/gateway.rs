@@ -8,6 +8,7 @@
 //!   bridge, so two clusters never collide) is a port of the bridge, the other end is `gw0` in
 //!   the gateway namespace with 10.244.7.1/24. 10.0.0.1, the `kubernetes` Service's ClusterIP,
 //!   sits on the namespace's lo; pods route 10.0.0.0/24 via 10.244.7.1 (the CNI config).
+//! - The host's end of the bridge has 10.244.7.2/24, so the kubelet reaches pods for probes.
 //! - An nft table in the gateway namespace only redirects TCP to 10.244.7.1:* and to 10.0.0.1:443
 //!   to the relay (see `crate::relay`), which reads the original destination and connects from the
 //!   host's namespace to 127.0.0.1: the same port, or the apiserver's for 10.0.0.1:443.
@@ -22,6 +23,12 @@ use crate::{Error, Result, layout, wait};
 
 /// Where pods reach the host's loopback: a service on 127.0.0.1:P answers them at 10.244.7.1:P.
 pub const GATEWAY_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 244, 7, 1);
+
+/// The host's own address on the pod bridge: the kubelet probes pods from it, as on any node. The
+/// connected route to the pod subnet that comes with it is what keeps those probes (and anything
+/// else on the host bound for a pod) on the bridge; without it they would leave by the default
+/// route. It goes with the bridge at `down`.
+pub const HOST_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 244, 7, 2);
 
 /// The `kubernetes` Service's ClusterIP and port, which the kubelet injects into every pod as
 /// KUBERNETES_SERVICE_HOST/PORT (the first address of --service-cluster-ip-range).
@@ -104,6 +111,8 @@ impl Node<'_> {
         if !Path::new("/sys/class/net").join(&bridge).exists() {
             process::run(ip, &["link", "add", "name", &bridge, "type", "bridge"])?;
         }
+        let host = format!("{HOST_ADDRESS}/24");
+        process::run(ip, &["address", "replace", &host, "dev", &bridge])?;
         process::run(ip, &["link", "set", &bridge, "up"])?;
         let holder = holder.to_string();
         process::run(
