@@ -39,14 +39,14 @@ kubectl get tc -n app -o wide
 say "$ kubectl apply -f examples/demo/reader.yaml   (a pod that mounts the Secret web-ice)"
 kubectl apply -f examples/demo/reader.yaml
 kubectl wait -n app pod/reader --for=condition=Ready --timeout=120s >/dev/null
-until kubectl logs -n app reader | grep -q iceServers; do sleep 1; done
+until kubectl logs -n app reader | grep -q "iceServers.json:$"; do sleep 1; done
 say "$ kubectl logs -n app reader"
 kubectl logs -n app reader
 
 first=$(kubectl get secret web-ice -n app -o jsonpath='{.data.username}' | base64 -d)
 say "$ toma rotate web -n app   (a new credential now; the kubelet updates the mounted file at its next sync)"
 target/debug/toma rotate web -n app
-until [ "$(kubectl logs -n app reader | grep -c iceServers)" -ge 2 ]; do sleep 1; done
+until [ "$(kubectl logs -n app reader | grep -c "iceServers.json:$")" -ge 2 ]; do sleep 1; done
 say "$ kubectl logs -n app reader"
 kubectl logs -n app reader
 say "$ toma status web -n app"
