@@ -3,9 +3,9 @@
 //! the "restricted" Pod Security Standard, and the RBAC it grants is enough for toma's whole
 //! happy path, run as the chart's ServiceAccount, and no more.
 //!
-//! There is no kubelet: the chart's pods never run. toma runs here as a local process that
-//! authenticates with a token of the chart's ServiceAccount, so every API call it makes is
-//! authorized by exactly the roles the chart installed.
+//! The releases here have no replicas: toma runs as a local process that authenticates with a
+//! token of the chart's ServiceAccount, so every API call it makes is authorized by exactly the
+//! roles the chart installed. tests/e2e/pods.rs runs the chart's pods on the local node.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -187,6 +187,9 @@ impl Release {
             "--namespace",
             self.namespace.as_str(),
         ];
+        // No pod of the chart: on the local node it would reconcile beside the toma these tests
+        // run with the chart's ServiceAccount token. tests/e2e/pods.rs runs the chart's pods.
+        args.extend(["--set", "replicaCount=0"]);
         args.extend(extra);
         helm(&args).unwrap_or_else(|e| panic!("helm {args:?} failed: {e}"))
     }
