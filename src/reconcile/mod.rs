@@ -139,7 +139,15 @@ async fn mint(
     Ok(credential)
 }
 
-/// Writes the Secret with server-side apply, unless it already holds what toma would write.
+/// The resourceVersion toma's apply names when it creates the Secret. No stored object has it, so
+/// the API server creates the Secret if it is still absent (a create ignores the precondition)
+/// and answers 409 Conflict if it appeared since toma read it (someone else's, made while toma
+/// was minting), instead of taking it over.
+const ABSENT: &str = "1";
+
+/// Writes the Secret with server-side apply, unless it already holds what toma would write. A
+/// Secret that was absent is created only if it still is: one that appeared meanwhile is a
+/// `SecretConflict`, and is left as it is.
 async fn write(
     tc: &TurnCredential,
     ctx: &Context,
@@ -147,13 +155,16 @@ async fn write(
     credential: &Credential,
     rotations: i64,
     previous: Option<&Previous>,
-) -> Result<(), Error> {
+) -> Result<(), Failure> {
     let mut desired = secret::desired_secret(tc, credential, rotations);
     if let Some(previous) = previous {
         secret::record_previous(&mut desired, previous);
     }
     if existing.is_some_and(|s| secret::owned_fields_match(s, &desired)) {
         return Ok(());
+    }
+    if existing.is_none() {
+        desired.metadata.resource_version = Some(ABSENT.into());
     }
     let write = ctx.own_writes.writing(tc);
     let written = secrets(tc, ctx)
@@ -162,11 +173,22 @@ async fn write(
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&desired),
         )
-        .await
-        .map_err(|source| Error::ApplySecret {
-            secret: secret_ref(tc),
-            source,
-        })?;
+        .await;
+    let written = match written {
+        Ok(written) => written,
+        Err(kube::Error::Api(status)) if existing.is_none() && status.code == 409 => {
+            return Err(Failure::SecretConflict {
+                secret: secret_ref(tc),
+            });
+        }
+        Err(source) => {
+            return Err(Error::ApplySecret {
+                secret: secret_ref(tc),
+                source,
+            }
+            .into());
+        }
+    };
     write.done(&written);
     Ok(())
 }

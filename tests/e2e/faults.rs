@@ -231,3 +231,32 @@ async fn toma_killed_mid_rotation_loses_no_secret_and_mints_at_most_once_more_pe
     );
     env.assert_secret_holds_a_live_issued_credential("web").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane of `make test`"]
+async fn a_secret_created_by_someone_else_while_toma_mints_is_not_taken_over() {
+    let env = Env::start("race").await;
+    env.apply_cloudflare_key(TOKEN);
+    // The provider takes 3 s to answer the first mint; meanwhile someone creates the Secret.
+    env.fake.set_fault_times(Fault::Slow { delay_ms: 3_000 }, 1);
+    env.apply_credential("web", "  ttlSeconds: 3600");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        env.secrets().get_opt("web").await.unwrap().is_none(),
+        "toma wrote before the mint came back"
+    );
+    toma_testkit::apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: web, namespace: {}}}\nstringData: {{password: hunter2}}\n",
+        env.namespace
+    ));
+
+    let tc = env.wait_for_reason("web", "SecretConflict").await;
+    let foreign = env.secrets().get("web").await.unwrap();
+    assert_eq!(text(&foreign, "password"), "hunter2");
+    assert_eq!(foreign.data.as_ref().unwrap().len(), 1, "toma added keys");
+    assert!(foreign.metadata.owner_references.is_none(), "toma took ownership");
+    assert!(foreign.metadata.labels.is_none(), "toma labelled it");
+    assert_eq!(env.fake.mints().len(), 1, "the mint did come back");
+    let message = &tc.status.unwrap().conditions[0].message;
+    assert!(message.contains("not owned by this TurnCredential"), "{message}");
+}

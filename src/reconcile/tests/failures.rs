@@ -1,6 +1,7 @@
 //! Failures: each becomes Ready=False with its reason, the Secret is never touched, and the
 //! retry is scheduled.
 
+use http::{Method, StatusCode};
 use serde_json::json;
 
 use super::*;
@@ -26,6 +27,50 @@ async fn foreign_secret_is_not_overwritten() {
     assert_eq!(status["conditions"][0]["status"], "False");
     assert_eq!(status["conditions"][0]["reason"], "SecretConflict");
     assert_eq!(cluster.event_reasons().await, ["SecretConflict"]);
+}
+
+#[tokio::test]
+async fn a_secret_that_appears_while_toma_mints_is_not_taken_over() {
+    // toma reads no Secret (the GET answers 404), mints, and by the time it writes, someone
+    // else has created the Secret: the create-only write is refused and the Secret stays theirs.
+    let cluster = Cluster::default();
+    cluster.shared_secret_key();
+    cluster
+        .api
+        .put(SECRET, plain_secret("web", "password", "hunter2"));
+    cluster.api.fail_once(Method::GET, SECRET, StatusCode::NOT_FOUND);
+
+    cluster.reconcile_web_once().await;
+
+    let writes = cluster.api.writes_to(SECRET);
+    assert_eq!(writes.len(), 1, "one create-only write: {writes:?}");
+    assert_eq!(writes[0].body["metadata"]["resourceVersion"], "1");
+    let secret = cluster.stored_secret().unwrap();
+    assert_eq!(
+        secret.data.unwrap()["password"].0,
+        b"hunter2".to_vec(),
+        "the foreign Secret was overwritten"
+    );
+    assert!(secret.metadata.owner_references.is_none());
+    let status = cluster.stored_status();
+    assert_eq!(status["conditions"][0]["status"], "False");
+    assert_eq!(status["conditions"][0]["reason"], "SecretConflict");
+    assert_eq!(cluster.event_reasons().await, ["SecretConflict"]);
+}
+
+#[tokio::test]
+async fn a_first_write_creates_the_secret_only_if_it_is_still_absent() {
+    let cluster = Cluster::default();
+    cluster.shared_secret_key();
+
+    cluster.reconcile_web_once().await;
+
+    let writes = cluster.api.writes_to(SECRET);
+    assert_eq!(writes.len(), 1);
+    assert_eq!(writes[0].body["metadata"]["resourceVersion"], "1");
+    let secret = cluster.stored_secret().expect("the Secret was created");
+    assert!(secret.data.unwrap().contains_key("iceServers.json"));
+    assert_eq!(cluster.stored_status()["conditions"][0]["reason"], "Issued");
 }
 
 #[tokio::test]
