@@ -25,14 +25,6 @@ fn setting(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// A counter's value in toma's /metrics text (0 when absent).
-fn counter(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// toma's RSS in MiB, sampled every 500 ms for `period`: (last, highest).
 async fn rss_over(env: &Env, period: Duration) -> (f64, f64) {
     let toma = env.toma.as_ref().expect("toma runs");
@@ -74,8 +66,7 @@ async fn five_hundred_unrelated_one_mib_secrets_leave_tomas_memory_and_work_unch
     })
     .await;
     let (_, before) = rss_over(&env, Duration::from_secs(10)).await;
-    let metrics = env.metrics().await;
-    let reconciles = counter(&metrics, "toma_reconciles_total");
+    let reconciles = env.metric("toma_reconciles_total").await;
     let mints = env.fake.mints().len();
 
     // Unrelated Secrets: no toma label, 1 MiB of data each (distinct, so nothing compresses).
@@ -96,8 +87,7 @@ async fn five_hundred_unrelated_one_mib_secrets_leave_tomas_memory_and_work_unch
     }
     let written = started.elapsed();
     let (after, peak) = rss_over(&env, Duration::from_secs(20)).await;
-    let metrics = env.metrics().await;
-    let reconciles_after = counter(&metrics, "toma_reconciles_total");
+    let reconciles_after = env.metric("toma_reconciles_total").await;
     let mints_after = env.fake.mints().len();
 
     println!(

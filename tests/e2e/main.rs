@@ -178,13 +178,7 @@ async fn toma_is_not_woken_by_its_own_secret_writes_and_its_events_arrive() {
     // Each Secret write comes back to toma as a watch event, often before the write's own
     // answer. Were it taken for a change, every credential would be reconciled twice.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let metrics = env.metrics().await;
-    let reconciles: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("toma_reconciles_total "))
-        .expect("toma_reconciles_total is exported")
-        .parse()
-        .unwrap();
+    let reconciles = env.metric("toma_reconciles_total").await;
     assert_eq!(reconciles, CREDENTIALS as f64, "one reconcile per new credential");
     assert_eq!(env.fake.mints().len(), CREDENTIALS);
 

@@ -153,12 +153,7 @@ async fn wait_until_restarted_for_both(env: &Env) {
 /// finishes only after the restarts it asked for were sent.
 async fn wait_for_finished_reconciles(env: &Env, count: u64) {
     eventually(Duration::from_secs(60), || async {
-        let metrics = env.metrics().await;
-        let finished = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("toma_reconcile_duration_seconds_count "))
-            .and_then(|n| n.parse::<u64>().ok());
-        finished.is_some_and(|n| n >= count)
+        env.metric("toma_reconcile_duration_seconds_count").await >= count as f64
     })
     .await;
 }

@@ -44,6 +44,12 @@ impl Toma {
         reqwest::get(&url).await.unwrap().text().await.unwrap()
     }
 
+    /// The value of the unlabelled metric `name` in this process's /metrics; panics if it is not
+    /// exported, so that a renamed metric fails the test instead of reading as zero.
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric(&self.metrics().await, name)
+    }
+
     /// Whether this process leads: its `toma_leader` gauge is 1.
     pub async fn is_leading(&self) -> bool {
         let url = format!("http://{}/metrics", self.http);
@@ -123,6 +129,15 @@ pub fn log_path(name: &str) -> PathBuf {
 /// A credential renewed about 10 s after each mint (valid 60 s, renewed 50 s before expiry,
 /// less up to 2.5 s of jitter).
 pub const SHORT_LIVED: &str = "  ttlSeconds: 60\n  renewBeforeSeconds: 50";
+
+/// The value of the unlabelled metric `name` in a /metrics text; panics if it is not there.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} is not exported"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -250,6 +265,11 @@ impl Env {
     /// toma's /metrics text.
     pub async fn metrics(&self) -> String {
         self.toma.as_ref().expect("toma runs").metrics().await
+    }
+
+    /// The value of toma's unlabelled metric `name`: see [`Toma::metric`].
+    pub async fn metric(&self, name: &str) -> f64 {
+        self.toma.as_ref().expect("toma runs").metric(name).await
     }
 }
 

@@ -18,7 +18,7 @@ pub use consumer::{
     MOUNT_PATH, Read, SecretVersions, Version, consumer_pod, consumer_reads, first_reads, parse_reads,
     start_consumer_pod,
 };
-pub use env::{Env, SHORT_LIVED, Toma, free_port, log_path, target_dir, toma_binary};
+pub use env::{Env, SHORT_LIVED, Toma, free_port, log_path, metric, target_dir, toma_binary};
 pub use objects::{
     apply_cloudflare_key, apply_cloudflare_turn_key, apply_credential, client, delete_namespace,
     force_rotation, start_fake_cloudflare,
