@@ -2,7 +2,6 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -133,7 +132,7 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
     let metrics = Arc::new(Metrics::default());
-    let health = Health::new(metrics.clone());
+    let health = Health::new(metrics.clone(), args.leader_elect);
 
     // One stop signal for everything: SIGTERM/SIGINT, or a lost lease.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -156,7 +155,6 @@ async fn run(args: RunArgs) -> ExitCode {
     let mut leadership = None;
     if args.leader_elect {
         let namespace = args.lease_namespace.clone().unwrap_or_default();
-        health.campaigning.store(true, Ordering::Relaxed);
         info!(lease = %args.lease_name, %namespace, %identity, "waiting to lead");
         let mut campaign = tokio::select! {
             campaign = leader::lead(client.clone(), &args.lease_name, &namespace, &identity) => match campaign {

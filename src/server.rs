@@ -20,20 +20,21 @@ use crate::metrics::Metrics;
 pub struct Health {
     pub metrics: Arc<Metrics>,
     pub synced: Arc<AtomicBool>,
-    pub campaigning: Arc<AtomicBool>,
+    /// Whether this instance takes part in leader election (`--leader-elect`).
+    pub leader_elect: bool,
 }
 
 impl Health {
-    pub fn new(metrics: Arc<Metrics>) -> Health {
+    pub fn new(metrics: Arc<Metrics>, leader_elect: bool) -> Health {
         Health {
             metrics,
             synced: Arc::default(),
-            campaigning: Arc::default(),
+            leader_elect,
         }
     }
 
     pub fn is_ready(&self) -> bool {
-        self.campaigning.load(Ordering::Relaxed) || self.synced.load(Ordering::Relaxed)
+        self.leader_elect || self.synced.load(Ordering::Relaxed)
     }
 }
 
@@ -68,4 +69,19 @@ pub async fn serve(
     axum::serve(listener, router(health))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replica_in_the_election_is_ready_at_once_and_one_without_once_synced() {
+        let standby = Health::new(Arc::default(), true);
+        assert!(standby.is_ready(), "a standby is ready before it leads");
+        let single = Health::new(Arc::default(), false);
+        assert!(!single.is_ready());
+        single.synced.store(true, Ordering::Relaxed);
+        assert!(single.is_ready());
+    }
 }
