@@ -52,7 +52,8 @@ pub async fn lead(
         // The manager stopped before it could lead: its task holds the reason.
         return Err(match task.await {
             Ok(Err(error)) => error,
-            _ => LeaseManagerError::InconsistentState("leader election stopped".into()),
+            Ok(Ok(_)) => LeaseManagerError::InconsistentState("leader election stopped".into()),
+            Err(join) => LeaseManagerError::InconsistentState(format!("leader election failed: {join}")),
         });
     }
     info!("leading");
