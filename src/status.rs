@@ -129,7 +129,8 @@ pub fn mount_safety_lost<'a>(
     (!was_false).then_some(now_false)
 }
 
-fn mount_safe_of(status: &TurnCredentialStatus) -> Option<&Condition> {
+/// The MountSafe condition of `status`, if reported.
+pub fn mount_safe_of(status: &TurnCredentialStatus) -> Option<&Condition> {
     status.conditions.iter().find(|c| c.type_ == MOUNT_SAFE)
 }
 

@@ -127,10 +127,7 @@ pub fn render(observed: &Observed, now: Timestamp) -> String {
         },
     );
     // Only a problem is worth a line: pods mounting the Secret can read an expired credential.
-    let mount_safe = tc
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == status::MOUNT_SAFE));
+    let mount_safe = tc.status.as_ref().and_then(status::mount_safe_of);
     if let Some(c) = mount_safe.filter(|c| c.status == "False") {
         line(
             &mut out,
