@@ -65,16 +65,22 @@ fn describe_pods() -> String {
     kubectl(&["describe", "pods", "-n", NAMESPACE], None).unwrap_or_else(|e| e)
 }
 
-/// Removes what an earlier run left and creates the release namespace, enforcing "restricted".
-fn fresh_release_namespace() {
-    let _ = helm(&[
+/// Uninstalls the release if it is installed (from an earlier run, or a test that failed).
+fn uninstall_if_there() {
+    let args = [
         "uninstall",
         RELEASE,
         "-n",
         NAMESPACE,
         "--ignore-not-found",
         "--wait",
-    ]);
+    ];
+    let _ = helm(&args);
+}
+
+/// Removes what an earlier run left and creates the release namespace, enforcing "restricted".
+fn fresh_release_namespace() {
+    uninstall_if_there();
     if exists("namespace", NAMESPACE, None) {
         let _ = kubectl(&["delete", "namespace", NAMESPACE, "--timeout=120s"], None);
     }
@@ -96,14 +102,7 @@ struct Cleanup(Vec<String>);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = helm(&[
-            "uninstall",
-            RELEASE,
-            "-n",
-            NAMESPACE,
-            "--ignore-not-found",
-            "--wait",
-        ]);
+        uninstall_if_there();
         for namespace in &self.0 {
             delete_namespace(namespace);
         }
