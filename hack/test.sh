@@ -46,13 +46,13 @@ step "toma's image (make image), imported into the node under the chart's defaul
 hack/image.sh
 
 step "end-to-end tests"
-cargo test --test e2e -- --ignored --skip disruptive:: --skip pods:: --test-threads "${E2E_THREADS:-4}"
+cargo test --test e2e -- --ignored --skip disruptive:: --skip pods:: --skip cluster_wide:: --test-threads "${E2E_THREADS:-4}"
 
 step "WebRTC tests: the Secret in headless Chromium and turnutils_uclient against a real coturn"
 cargo test --test webrtc -- --ignored
 
-step "toma as pods installed by helm (cluster-wide, so alone)"
-cargo test --test e2e -- --ignored pods:: --test-threads 1
+step "toma as pods installed by helm, and a toma for the whole cluster (cluster-wide, so alone)"
+cargo test --test e2e -- --ignored pods:: cluster_wide:: --test-threads 1
 
 step "end-to-end tests that disturb the control plane, alone"
 cargo test --test e2e -- --ignored disruptive:: --test-threads 1

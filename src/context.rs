@@ -6,6 +6,7 @@ use kube::Client;
 
 use crate::events::Events;
 use crate::key_resolver::KeyResolver;
+use crate::known_secrets::KnownSecrets;
 use crate::metrics::Metrics;
 use crate::own_writes::OwnWrites;
 use crate::provider::Providers;
@@ -16,7 +17,10 @@ pub struct Context {
     pub providers: Providers,
     pub events: Events,
     pub metrics: Arc<Metrics>,
-    pub keys: KeyResolver,
+    /// Keys read recently; the key watch drops those that change.
+    pub keys: Arc<KeyResolver>,
+    /// Which of toma's Secrets exist, so that a new TurnCredential's is not read first.
+    pub known_secrets: Arc<KnownSecrets>,
     /// toma's own Secret writes, so that their watch events do not wake it again.
     pub own_writes: Arc<OwnWrites>,
     /// Workload restarts waiting to be sent together.

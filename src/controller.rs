@@ -11,17 +11,22 @@ use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
-use crate::api::TurnCredential;
+use crate::api::{KeyKind, KeyName, TurnCredential};
 use crate::context::Context;
 use crate::events;
+use crate::key_resolver::KeyResolver;
+use crate::key_watch::{self, Change};
+use crate::known_secrets::KnownSecrets;
 use crate::metrics::{CredentialLabels, Metrics};
 use crate::own_writes::OwnWrites;
 use crate::provider::Providers;
+use crate::provider::rate_limit::Rate;
 use crate::reconcile::{error_policy, reconcile};
 use crate::secret::{MANAGED_BY, MANAGED_BY_LABEL};
 
@@ -30,6 +35,8 @@ pub struct Settings {
     pub namespace: Option<String>,
     pub concurrency: u16,
     pub provider_timeout: std::time::Duration,
+    /// Each key's limit on requests to the provider; None for none.
+    pub mint_rate: Option<Rate>,
     /// Names this instance in Events.
     pub instance: Option<String>,
 }
@@ -37,7 +44,7 @@ pub struct Settings {
 /// Re-watches soon after an API server outage: waits double from 0.5 s to at most 5 s (with
 /// jitter) and start over after any success. kube's default grows to 30 s and resets only after
 /// two quiet minutes, which left toma deaf for a minute after a 15 s outage.
-struct WatchBackoff {
+pub(crate) struct WatchBackoff {
     next: Duration,
 }
 
@@ -46,7 +53,7 @@ const MAX_REWATCH: Duration = Duration::from_secs(5);
 /// How long a stopping toma waits for queued Events to be written.
 const EVENT_FLUSH: Duration = Duration::from_secs(3);
 
-fn watch_backoff() -> WatchBackoff {
+pub(crate) fn watch_backoff() -> WatchBackoff {
     WatchBackoff { next: FIRST_REWATCH }
 }
 
@@ -82,9 +89,11 @@ fn reconcile_worthy(tc: &TurnCredential) -> Option<u64> {
 fn secret_changes(
     secrets: Api<PartialObjectMeta<Secret>>,
     own_writes: Arc<OwnWrites>,
+    known: Arc<KnownSecrets>,
 ) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> {
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
     watcher(secrets, owned).try_filter_map(move |event| {
+        known.observe(&event);
         let changed = match event {
             watcher::Event::Apply(secret) if !own_writes.is_change(&secret) => None,
             watcher::Event::Apply(secret) | watcher::Event::InitApply(secret) => Some(secret),
@@ -104,6 +113,22 @@ fn secrets_metadata(client: &Client, namespace: Option<&str>) -> Api<PartialObje
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
+}
+
+/// The TurnCredentials that `change` concerns.
+fn affected(credentials: &Store<TurnCredential>, change: &Change) -> Vec<ObjectRef<TurnCredential>> {
+    let concerned = |tc: &TurnCredential| match change {
+        Change::Key(key) => KeyName::of(tc) == *key,
+        Change::Namespace(namespace) => {
+            tc.spec.key_ref.kind == KeyKind::ClusterTurnKey && tc.namespace().as_ref() == Some(namespace)
+        }
+    };
+    credentials
+        .state()
+        .iter()
+        .filter(|tc| concerned(tc))
+        .map(|tc| ObjectRef::from_obj(&**tc))
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,18 +178,25 @@ pub async fn run(
     let (events, event_writer) = events::start(Recorder::new(client.clone(), reporter));
     let (own_writes, woken_by_secret_changes) = OwnWrites::new();
     let own_writes = Arc::new(own_writes);
+    let keys = Arc::new(KeyResolver::default());
+    let credentials_store = reader.clone();
+    let woken_by_key_changes = key_watch::changes(client.clone(), settings.namespace.clone(), keys.clone())
+        .flat_map(move |change| futures::stream::iter(affected(&credentials_store, &change)));
+    let known_secrets = Arc::new(KnownSecrets::default());
     let ctx = Arc::new(Context {
-        keys: Default::default(),
+        keys,
+        known_secrets: known_secrets.clone(),
         own_writes: own_writes.clone(),
         restarts: Default::default(),
-        providers: Providers::new(settings.provider_timeout, metrics.clone()),
+        providers: Providers::new(settings.provider_timeout, settings.mint_rate, metrics.clone()),
         events,
         metrics: metrics.clone(),
         client,
     });
     Controller::for_stream(trigger, reader)
-        .owns_stream(secret_changes(secrets, own_writes))
+        .owns_stream(secret_changes(secrets, own_writes, known_secrets))
         .reconcile_on(woken_by_secret_changes)
+        .reconcile_on(woken_by_key_changes)
         .trigger_backoff(watch_backoff())
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
         .graceful_shutdown_on(shutdown)
@@ -200,7 +232,11 @@ mod tests {
         // A cluster full of other Secrets costs toma nothing only while both hold.
         let api = MockApi::default();
         let own_writes = Arc::new(OwnWrites::new().0);
-        let changes = secret_changes(secrets_metadata(&api.client(), None), own_writes);
+        let changes = secret_changes(
+            secrets_metadata(&api.client(), None),
+            own_writes,
+            Default::default(),
+        );
         futures::pin_mut!(changes);
 
         let _ = changes.next().await; // the mock has no list to give: an error, after the request

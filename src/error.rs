@@ -61,6 +61,13 @@ pub enum Error {
         source: kube::Error,
     },
 
+    #[error("failed to get Namespace {namespace}: {}", api_message(.source))]
+    GetNamespace {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+
     #[error("failed to get {workload}: {}", api_message(.source))]
     GetWorkload {
         workload: Workload,
@@ -89,6 +96,9 @@ impl Error {
 pub enum Failure {
     #[error("{key} not found")]
     KeyNotFound { key: KeyName },
+
+    #[error("{key} does not allow namespace {namespace}: its labels do not match spec.namespaceSelector")]
+    KeyNotAllowed { key: KeyName, namespace: String },
 
     #[error("Secret {} holding the {key_kind}'s token was not found", named(.secret))]
     TokenSecretNotFound {
@@ -142,6 +152,7 @@ impl Failure {
     pub fn reason(&self) -> &'static str {
         match self {
             Failure::KeyNotFound { .. } => "KeyNotFound",
+            Failure::KeyNotAllowed { .. } => "KeyNotAllowed",
             Failure::TokenSecretNotFound { .. } | Failure::TokenKeyMissing { .. } => "TokenNotFound",
             Failure::NoProviderBlock { .. }
             | Failure::NoSecretNamespace { .. }

@@ -5,78 +5,218 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Secret;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::api::{ClusterTurnKey, KeyName, TurnCredential, TurnKey};
 use crate::error::{Error, Failure};
 use crate::provider::{Key, Provider};
+use crate::secret::short_hash;
 use crate::secret_value::SecretValue;
 
-/// How long a resolved key is reused. Minting a thousand credentials with one key then reads the
-/// key and its Secret once rather than a thousand times; a changed token is seen within this.
-const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
+/// A key as toma last read it, with what tells its versions apart.
+#[derive(Debug)]
+pub struct Resolved {
+    pub key: Key,
+    /// Hash of what the key mints with (see [`fingerprint`]); a credential minted with another
+    /// fingerprint is re-minted.
+    pub fingerprint: String,
+    /// When toma first saw the key with this fingerprint: key-change re-mints are spread from here.
+    pub seen_at: Timestamp,
+    /// A ClusterTurnKey's `namespaceSelector`.
+    pub namespace_selector: Option<LabelSelector>,
+}
 
-/// Resolves keys, reusing those resolved recently.
+/// Resolves keys, reusing those read before until the key watch says they changed
+/// (`forget`). Minting a thousand credentials with one key then reads the key and its Secret
+/// once rather than a thousand times.
 #[derive(Default)]
 pub struct KeyResolver {
-    /// By key (a TurnKey's name includes its namespace), with when it was read.
-    recent: Mutex<HashMap<KeyName, (Instant, Arc<Key>)>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    resolved: HashMap<KeyName, Arc<Resolved>>,
+    /// Each key's last fingerprint and when it was first seen; kept across `forget`, so a token
+    /// rotation does not move a pending key-change re-mint.
+    seen: HashMap<KeyName, (String, Timestamp)>,
+    /// Counts changes, so that a read begun before a change is not cached after it.
+    changes: u64,
 }
 
 impl KeyResolver {
-    /// The key for `tc`, from the cache while it is fresh, else from the API server. Failures
-    /// are never cached.
-    pub async fn resolve(&self, client: &Client, tc: &TurnCredential) -> Result<Arc<Key>, Failure> {
+    /// The key for `tc`, from the cache, else from the API server; failures are never cached.
+    /// A ClusterTurnKey whose `namespaceSelector` does not match `tc`'s namespace is refused:
+    /// that check reads the namespace each time, as its labels are not cached.
+    pub async fn resolve(
+        &self,
+        client: &Client,
+        tc: &TurnCredential,
+        now: Timestamp,
+    ) -> Result<Arc<Resolved>, Failure> {
         let name = KeyName::of(tc);
-        let now = Instant::now();
-        {
-            let mut recent = self.recent.lock().expect("the key cache lock is never poisoned");
-            recent.retain(|_, (at, _)| now.duration_since(*at) < KEY_CACHE_TTL);
-            if let Some((_, key)) = recent.get(&name) {
-                return Ok(key.clone());
+        let resolved = self.resolve_name(client, &name, now).await?;
+        if let Some(selector) = &resolved.namespace_selector {
+            let namespace = tc.namespace().unwrap_or_default();
+            if !namespace_matches(client, &namespace, selector).await? {
+                return Err(Failure::KeyNotAllowed { key: name, namespace });
             }
         }
-        let key = Arc::new(resolve(client, &name).await?);
-        self.recent
-            .lock()
-            .expect("the key cache lock is never poisoned")
-            .insert(name, (now, key.clone()));
-        Ok(key)
+        Ok(resolved)
     }
+
+    async fn resolve_name(
+        &self,
+        client: &Client,
+        name: &KeyName,
+        now: Timestamp,
+    ) -> Result<Arc<Resolved>, Failure> {
+        let changes = {
+            let state = self.lock();
+            if let Some(resolved) = state.resolved.get(name) {
+                return Ok(resolved.clone());
+            }
+            state.changes
+        };
+        self.resolve_name_since(client, name, now, changes).await
+    }
+
+    /// Reads `name`, and caches it unless a change came after `changes` were counted.
+    async fn resolve_name_since(
+        &self,
+        client: &Client,
+        name: &KeyName,
+        now: Timestamp,
+        changes: u64,
+    ) -> Result<Arc<Resolved>, Failure> {
+        let (key, namespace_selector) = read(client, name).await?;
+        let fingerprint = fingerprint(&key);
+        let mut state = self.lock();
+        let seen_at = match state.seen.get(name) {
+            Some((seen, at)) if *seen == fingerprint => *at,
+            _ => {
+                state.seen.insert(name.clone(), (fingerprint.clone(), now));
+                now
+            }
+        };
+        let resolved = Arc::new(Resolved {
+            key,
+            fingerprint,
+            seen_at,
+            namespace_selector,
+        });
+        if state.changes == changes {
+            state.resolved.insert(name.clone(), resolved.clone());
+        }
+        Ok(resolved)
+    }
+
+    /// Drops the cached `key`: it, or the Secret it reads, changed.
+    pub fn forget(&self, key: &KeyName) {
+        let mut state = self.lock();
+        state.changes += 1;
+        state.resolved.remove(key);
+    }
+
+    /// Drops every cached key, e.g. when the watch of keys started over and may have missed changes.
+    pub fn forget_all(&self) {
+        let mut state = self.lock();
+        state.changes += 1;
+        state.resolved.clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("the key cache lock is never poisoned")
+    }
+}
+
+/// What `key` mints with: Cloudflare's key ID and base URL, or the shared-secret URLs, username
+/// suffix and the shared secret itself. Not Cloudflare's API token: credentials minted with the
+/// old token stay valid, so rotating it re-mints nothing. The hash of a shared secret is kept on
+/// the credential's Secret, beside credentials that are themselves HMACs of it: it tells no
+/// more about the secret than they do.
+pub fn fingerprint(key: &Key) -> String {
+    let mut inputs = match &key.provider {
+        Provider::Cloudflare(cf) => serde_json::json!({
+            "keyId": cf.key_id,
+            "baseUrl": crate::provider::base_url(cf),
+        })
+        .to_string()
+        .into_bytes(),
+        Provider::SharedSecret(ss) => serde_json::json!({
+            "urls": ss.urls,
+            "usernameSuffix": ss.username_suffix,
+        })
+        .to_string()
+        .into_bytes(),
+    };
+    if let Provider::SharedSecret(_) = key.provider {
+        inputs.push(0);
+        inputs.extend_from_slice(key.secret.expose());
+    }
+    short_hash(&inputs)
+}
+
+/// Whether the labels of `namespace` match `selector`.
+async fn namespace_matches(
+    client: &Client,
+    namespace: &str,
+    selector: &LabelSelector,
+) -> Result<bool, Failure> {
+    // The schema admits only selectors that parse; one written past it selects nothing.
+    let Ok(selector) = Selector::try_from(selector.clone()) else {
+        return Ok(false);
+    };
+    let found = Api::<Namespace>::all(client.clone())
+        .get_metadata_opt(namespace)
+        .await
+        .map_err(|source| Error::GetNamespace {
+            namespace: namespace.into(),
+            source,
+        })?;
+    Ok(found.is_some_and(|ns| selector.matches(ns.labels())))
 }
 
 /// The key `name`, read from the API server now.
 pub async fn resolve(client: &Client, name: &KeyName) -> Result<Key, Failure> {
+    Ok(read(client, name).await?.0)
+}
+
+/// The key `name` and, for a ClusterTurnKey, its namespaceSelector.
+async fn read(client: &Client, name: &KeyName) -> Result<(Key, Option<LabelSelector>), Failure> {
     let name = name.clone();
-    let (provider, secret_namespace) = match &name.namespace {
+    let (provider, secret_namespace, selector) = match &name.namespace {
         Some(namespace) => {
             let key: TurnKey = get_key(Api::namespaced(client.clone(), namespace), &name).await?;
             let spec = key.spec;
             let provider = Provider::from_blocks(spec.cloudflare.as_ref(), spec.shared_secret.as_ref());
-            (provider, Some(namespace.clone()))
+            (provider, Some(namespace.clone()), None)
         }
         None => {
             let key: ClusterTurnKey = get_key(Api::all(client.clone()), &name).await?;
             let spec = key.spec;
             let provider = Provider::from_blocks(spec.cloudflare.as_ref(), spec.shared_secret.as_ref());
             let secret_namespace = provider.as_ref().and_then(|p| p.secret_ref().namespace.clone());
-            (provider, secret_namespace)
+            (provider, secret_namespace, spec.namespace_selector)
         }
     };
     let provider = provider.ok_or_else(|| Failure::NoProviderBlock { key: name.clone() })?;
     let secret_namespace =
         secret_namespace.ok_or_else(|| Failure::NoSecretNamespace { key: name.clone() })?;
     let secret = read_secret_key(client, &name, &secret_namespace, &provider).await?;
-    Ok(Key {
+    let key = Key {
         name,
         provider,
         secret,
-    })
+    };
+    Ok((key, selector))
 }
 
 async fn get_key<K>(api: Api<K>, name: &KeyName) -> Result<K, Failure>
@@ -123,4 +263,94 @@ async fn read_secret_key(
             entry: reference.key.clone(),
         })?;
     Ok(SecretValue::new(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{CloudflareProvider, KeyKind, SecretKeyRef, TurnKeySpec};
+    use crate::fixtures::mock_api::MockApi;
+    use crate::fixtures::turn_credential;
+    use k8s_openapi::ByteString;
+    use std::collections::BTreeMap;
+
+    fn key_in(api: &MockApi, namespace: &str, token: &str) {
+        let spec = TurnKeySpec {
+            cloudflare: Some(CloudflareProvider {
+                key_id: format!("key-{namespace}"),
+                api_token_secret_ref: SecretKeyRef {
+                    name: "cf".into(),
+                    key: "api-token".into(),
+                    namespace: None,
+                },
+                base_url: None,
+            }),
+            shared_secret: None,
+        };
+        let path = format!("/apis/toma.dev/v1alpha1/namespaces/{namespace}/turnkeys/cloudflare");
+        api.put(&path, TurnKey::new("cloudflare", spec));
+        let mut secret = Secret {
+            data: Some(BTreeMap::from([("api-token".into(), ByteString(token.into()))])),
+            ..Secret::default()
+        };
+        secret.metadata.name = Some("cf".into());
+        api.put(&format!("/api/v1/namespaces/{namespace}/secrets/cf"), secret);
+    }
+
+    fn credential_in(namespace: &str) -> TurnCredential {
+        let mut tc = turn_credential("web");
+        tc.spec.key_ref.kind = KeyKind::TurnKey;
+        tc.metadata.namespace = Some(namespace.into());
+        tc
+    }
+
+    #[tokio::test]
+    async fn same_named_turn_keys_in_two_namespaces_never_lend_each_other_their_tokens() {
+        let api = MockApi::default();
+        key_in(&api, "north", "token-north");
+        key_in(&api, "south", "token-south");
+        let keys = KeyResolver::default();
+        let now = Timestamp::from_second(1_700_000_000).unwrap();
+        let token = async |namespace: &str| {
+            let resolved = keys
+                .resolve(&api.client(), &credential_in(namespace), now)
+                .await
+                .unwrap();
+            String::from_utf8(resolved.key.secret.expose().to_vec()).unwrap()
+        };
+
+        for _ in 0..2 {
+            // Read, then from the cache: each namespace its own.
+            assert_eq!(token("north").await, "token-north");
+            assert_eq!(token("south").await, "token-south");
+        }
+        // South's token rotates; the key watch drops south's key only.
+        key_in(&api, "south", "token-south-2");
+        keys.forget(&KeyName::of(&credential_in("south")));
+        assert_eq!(token("south").await, "token-south-2");
+        assert_eq!(token("north").await, "token-north");
+    }
+
+    #[tokio::test]
+    async fn a_key_read_while_it_changes_is_not_cached() {
+        let api = MockApi::default();
+        key_in(&api, "north", "old");
+        let keys = KeyResolver::default();
+        let now = Timestamp::from_second(1_700_000_000).unwrap();
+        let tc = credential_in("north");
+        // A change lands between the start of the read and its end.
+        let changes = keys.lock().changes;
+        keys.forget(&KeyName::of(&tc));
+        assert_ne!(keys.lock().changes, changes);
+        let name = KeyName::of(&tc);
+        let read = keys
+            .resolve_name_since(&api.client(), &name, now, changes)
+            .await
+            .unwrap();
+        assert_eq!(read.key.secret.expose(), b"old");
+        assert!(
+            keys.lock().resolved.is_empty(),
+            "a read that raced a change was cached"
+        );
+    }
 }

@@ -16,6 +16,8 @@ pub mod credential;
 pub mod error;
 pub mod events;
 pub mod key_resolver;
+pub mod key_watch;
+pub mod known_secrets;
 pub mod leader;
 pub mod metrics;
 pub mod own_writes;

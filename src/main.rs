@@ -12,6 +12,7 @@ use toma::cli;
 use toma::controller::{self, Settings};
 use toma::leader;
 use toma::metrics::Metrics;
+use toma::provider::rate_limit::Rate;
 use toma::server::{self, Health};
 
 /// toma keeps short-lived TURN credentials fresh in Kubernetes Secrets.
@@ -50,6 +51,13 @@ struct RunArgs {
     /// Timeout of one request to the provider API, in seconds.
     #[arg(long, env = "TOMA_PROVIDER_TIMEOUT_SECONDS", default_value_t = 10)]
     provider_timeout_seconds: u64,
+    /// Requests a second that one key may send to Cloudflare (mints and revokes); those over it
+    /// wait their turn. 0 turns the limit off.
+    #[arg(long, env = "TOMA_MINT_RATE_PER_KEY", default_value_t = Rate::DEFAULT.per_second)]
+    mint_rate_per_key: f64,
+    /// How many requests one key may send at once after a quiet spell.
+    #[arg(long, env = "TOMA_MINT_BURST_PER_KEY", default_value_t = Rate::DEFAULT.burst, value_parser = clap::value_parser!(u32).range(1..))]
+    mint_burst_per_key: u32,
     /// Log format.
     #[arg(long, env = "TOMA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -181,6 +189,10 @@ async fn run(args: RunArgs) -> ExitCode {
         namespace: args.namespace,
         concurrency: args.concurrency,
         provider_timeout: Duration::from_secs(args.provider_timeout_seconds),
+        mint_rate: (args.mint_rate_per_key > 0.0).then_some(Rate {
+            per_second: args.mint_rate_per_key,
+            burst: args.mint_burst_per_key,
+        }),
         instance: Some(identity),
     };
     let outcome = controller::run(

@@ -72,6 +72,8 @@ pub struct Metrics {
     pub mints: Family<MintLabels, Counter>,
     pub provider_requests: Family<ProviderLabels, Counter>,
     pub provider_duration: Family<ProviderKindLabels, Histogram>,
+    /// Requests that waited for the per-key rate limit before going out.
+    pub provider_rate_limited: Family<ProviderKindLabels, Counter>,
     pub expiration: Family<CredentialLabels, Gauge<i64, AtomicI64>>,
     pub renewal: Family<CredentialLabels, Gauge<i64, AtomicI64>>,
     pub ready: Family<CredentialLabels, Gauge<i64, AtomicI64>>,
@@ -117,6 +119,12 @@ impl Default for Metrics {
             "Latency of requests to the provider API",
             provider_duration.clone(),
         );
+        let provider_rate_limited = Family::<ProviderKindLabels, Counter>::default();
+        registry.register(
+            "provider_rate_limited",
+            "Requests to the provider API that waited for the per-key rate limit",
+            provider_rate_limited.clone(),
+        );
         let expiration = Family::<CredentialLabels, Gauge<i64, AtomicI64>>::default();
         registry.register(
             "credential_expiration_timestamp_seconds",
@@ -149,6 +157,7 @@ impl Default for Metrics {
             mints,
             provider_requests,
             provider_duration,
+            provider_rate_limited,
             expiration,
             renewal,
             ready,

@@ -27,6 +27,8 @@ pub enum MintReason {
     Repair,
     /// A field of the spec that the credential was minted for changed.
     SpecChanged,
+    /// The key now mints differently: another key ID, base URL, URLs or shared secret.
+    KeyChanged,
     /// The `toma.dev/rotate` annotation asked for a new credential.
     Forced,
     /// The renewal time came.
@@ -42,6 +44,7 @@ impl MintReason {
             MintReason::NoSecret => "Issued",
             MintReason::Repair => "Repaired",
             MintReason::SpecChanged => "Reissued",
+            MintReason::KeyChanged => "ReissuedForKey",
             MintReason::Forced => "ForcedRotation",
             MintReason::RenewalDue => "Rotated",
             MintReason::Expired => "ReissuedAfterExpiry",
@@ -54,6 +57,7 @@ impl MintReason {
             MintReason::NoSecret => "NoSecret",
             MintReason::Repair => "Repair",
             MintReason::SpecChanged => "SpecChanged",
+            MintReason::KeyChanged => "KeyChanged",
             MintReason::Forced => "Forced",
             MintReason::RenewalDue => "RenewalDue",
             MintReason::Expired => "Expired",
@@ -66,6 +70,7 @@ impl MintReason {
             MintReason::NoSecret => "credential issued",
             MintReason::Repair => "edited data replaced with a new credential",
             MintReason::SpecChanged => "credential reissued for the changed spec",
+            MintReason::KeyChanged => "credential reissued for the changed key",
             MintReason::Forced => "credential rotated as toma.dev/rotate asked",
             MintReason::RenewalDue => "credential rotated",
             MintReason::Expired => "credential reissued after the previous one expired",

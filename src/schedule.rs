@@ -43,6 +43,14 @@ pub fn renewal_time(
     at.max(issued_at)
 }
 
+/// A whole number of seconds in `0..spread`, the same for the same `seed`: spreads the work
+/// that one event starts for many objects.
+pub fn spread(seed: &str, spread: i64) -> i64 {
+    let mut hasher = StableHasher::default();
+    seed.hash(&mut hasher);
+    (hasher.finish() % spread.max(1) as u64) as i64
+}
+
 /// When `tc` mints the credential after `credential`.
 pub fn renewal_of(tc: &TurnCredential, credential: &Credential) -> Timestamp {
     let seed = tc.metadata.uid.as_deref().unwrap_or_default();

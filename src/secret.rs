@@ -19,6 +19,8 @@ pub const ISSUED_AT_ANNOTATION: &str = "toma.dev/issued-at";
 pub const EXPIRES_AT_ANNOTATION: &str = "toma.dev/expires-at";
 /// Hash of the spec fields a credential was minted for; a change means a new credential.
 pub const FINGERPRINT_ANNOTATION: &str = "toma.dev/fingerprint";
+/// Hash of what the key minted the credential with (see `key_resolver::fingerprint`).
+pub const KEY_FINGERPRINT_ANNOTATION: &str = "toma.dev/key-fingerprint";
 /// Hash of the data toma wrote; a mismatch means somebody edited the data.
 pub const CHECKSUM_ANNOTATION: &str = "toma.dev/checksum";
 /// How many credentials were minted for the TurnCredential, this one included. Kept on the
@@ -110,6 +112,21 @@ pub fn previous(secret: &Secret) -> Option<Previous> {
         username: annotations.get(PREVIOUS_USERNAME_ANNOTATION)?.clone(),
         expires_at: annotations.get(PREVIOUS_EXPIRES_AT_ANNOTATION)?.parse().ok()?,
     })
+}
+
+/// Records on `secret` the fingerprint of the key its credential was minted with.
+pub fn record_key_fingerprint(secret: &mut Secret, fingerprint: &str) {
+    secret
+        .annotations_mut()
+        .insert(KEY_FINGERPRINT_ANNOTATION.into(), fingerprint.into());
+}
+
+/// The fingerprint of the key the stored credential was minted with, if the Secret records one.
+pub fn key_fingerprint(secret: &Secret) -> Option<&str> {
+    secret
+        .annotations()
+        .get(KEY_FINGERPRINT_ANNOTATION)
+        .map(String::as_str)
 }
 
 /// Records on `secret` the credential that its credential replaced.

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -75,6 +76,12 @@ pub struct ClusterTurnKeySpec {
     /// Compute credentials locally with the TURN REST shared-secret scheme.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_secret: Option<SharedSecretProvider>,
+    /// Which namespaces may use this key: TurnCredentials in namespaces whose labels match it
+    /// mint with it, others get Ready=False with reason KeyNotAllowed. Default: every namespace.
+    /// A credential refused after a change keeps its Secret until it expires, but is not renewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("!has(self.matchExpressions) || self.matchExpressions.all(e, (e.operator in ['In', 'NotIn'] && has(e.values) && size(e.values) > 0) || (e.operator in ['Exists', 'DoesNotExist'] && (!has(e.values) || size(e.values) == 0)))").message("namespaceSelector matchExpressions: operator must be In or NotIn with values, or Exists or DoesNotExist without"))]
+    pub namespace_selector: Option<LabelSelector>,
 }
 
 /// A Cloudflare TURN key.

@@ -42,6 +42,7 @@ pub async fn mint(client: Client, args: MintArgs) -> Outcome {
         .map_err(|failure| failure.to_string())?;
     let providers = Providers::new(
         Duration::from_secs(args.timeout_seconds),
+        None,
         Arc::new(Metrics::default()),
     );
     let request = Request {

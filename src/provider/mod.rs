@@ -4,6 +4,7 @@
 
 pub mod cloudflare;
 mod error;
+pub mod rate_limit;
 pub mod shared_secret;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::credential::IceServer;
 use crate::metrics::{Metrics, ProviderKindLabels, ProviderLabels};
 use crate::secret_value::SecretValue;
 use cloudflare::CloudflareClient;
+use rate_limit::{Rate, RateLimit};
 
 /// The provider block of a TurnKey or ClusterTurnKey, whichever kind it came from.
 #[derive(Clone, Debug, PartialEq)]
@@ -79,17 +81,32 @@ pub enum Revoked {
     NotRevocable,
 }
 
-/// The provider clients, recording every request in the metrics.
+/// The provider clients, recording every request in the metrics. Requests to Cloudflare keep to
+/// a rate per key; shared-secret credentials are computed locally and are not limited.
 pub struct Providers {
     cloudflare: CloudflareClient,
+    rate_limit: RateLimit,
     metrics: Arc<Metrics>,
 }
 
 impl Providers {
-    pub fn new(request_timeout: Duration, metrics: Arc<Metrics>) -> Providers {
+    /// `rate`: each key's limit on requests to Cloudflare; None for none.
+    pub fn new(request_timeout: Duration, rate: Option<Rate>, metrics: Arc<Metrics>) -> Providers {
         Providers {
             cloudflare: CloudflareClient::new(request_timeout),
+            rate_limit: RateLimit::new(rate),
             metrics,
+        }
+    }
+
+    async fn wait_turn(&self, key: &Key) {
+        if !self.rate_limit.wait_turn(&key.name).await.is_zero() {
+            self.metrics
+                .provider_rate_limited
+                .get_or_create(&ProviderKindLabels {
+                    provider: key.provider.label().into(),
+                })
+                .inc();
         }
     }
 
@@ -97,6 +114,7 @@ impl Providers {
     pub async fn mint(&self, key: &Key, request: &Request<'_>) -> Result<Vec<IceServer>, ProviderError> {
         match &key.provider {
             Provider::Cloudflare(cf) => {
+                self.wait_turn(key).await;
                 let started = Instant::now();
                 let answer = self
                     .cloudflare
@@ -124,6 +142,7 @@ impl Providers {
         let Provider::Cloudflare(cf) = &key.provider else {
             return Ok(Revoked::NotRevocable);
         };
+        self.wait_turn(key).await;
         self.cloudflare
             .revoke(base_url(cf), &cf.key_id, &key.secret, username)
             .await?;
@@ -148,6 +167,6 @@ impl Providers {
     }
 }
 
-fn base_url(cf: &CloudflareProvider) -> &str {
+pub fn base_url(cf: &CloudflareProvider) -> &str {
     cf.base_url.as_deref().unwrap_or(cloudflare::DEFAULT_BASE_URL)
 }

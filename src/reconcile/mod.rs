@@ -24,6 +24,7 @@ use crate::error::{Error, Failure, Result};
 use crate::plan::{MintReason, Plan, plan};
 use crate::provider::Request;
 use crate::secret::{self, Previous};
+use crate::{schedule, status};
 
 pub const FIELD_MANAGER: &str = "toma";
 pub use cleanup::REVOKE_FINALIZER;
@@ -35,6 +36,8 @@ struct Synced {
     minted: Option<MintReason>,
     /// Credentials minted for this TurnCredential so far, this one included.
     rotations: i64,
+    /// When the credential is re-minted because its key changed, if that comes before renewal.
+    remint_at: Option<Timestamp>,
 }
 
 #[instrument(skip_all, fields(namespace = tc.namespace(), turncredential = tc.name_any()))]
@@ -51,8 +54,15 @@ pub async fn reconcile_at(tc: &TurnCredential, ctx: &Context, now: Timestamp) ->
         return cleanup::on_deletion(tc, ctx, now).await;
     }
     cleanup::ensure_finalizer(tc, ctx).await?;
-    let existing = get_secret(tc, ctx).await?;
-    match sync(tc, ctx, existing.as_ref(), now).await {
+    let unread = skips_reading_the_secret(tc, ctx);
+    let mut existing = if unread { None } else { get_secret(tc, ctx).await? };
+    let mut synced = sync(tc, ctx, existing.as_ref(), now).await;
+    if unread && matches!(synced, Err(Failure::SecretConflict { .. })) {
+        // The Secret exists after all: read it, and decide again with it.
+        existing = get_secret(tc, ctx).await?;
+        synced = sync(tc, ctx, existing.as_ref(), now).await;
+    }
+    match synced {
         Ok(synced) => report::success(tc, ctx, synced, now).await,
         Err(failure) => {
             let current = existing
@@ -63,6 +73,18 @@ pub async fn reconcile_at(tc: &TurnCredential, ctx: &Context, now: Timestamp) ->
     }
 }
 
+/// Whether to write `tc`'s Secret without reading it first: toma's Secret watch has it absent,
+/// and the last attempt did not find someone else's Secret there (which the watch cannot see, and
+/// which would otherwise cost a mint on every retry).
+fn skips_reading_the_secret(tc: &TurnCredential, ctx: &Context) -> bool {
+    let conflicted =
+        status::ready_state(tc.status.as_ref()).is_some_and(|(_, reason)| reason == "SecretConflict");
+    !conflicted
+        && ctx
+            .known_secrets
+            .is_absent(&tc.namespace().unwrap_or_default(), &tc.secret_name())
+}
+
 /// The controller's error policy. Only [`Error`]s reach it, Kubernetes API calls of the
 /// reconcile's own bookkeeping; they are retried soon.
 pub fn error_policy(tc: Arc<TurnCredential>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -71,20 +93,38 @@ pub fn error_policy(tc: Arc<TurnCredential>, error: &Error, ctx: Arc<Context>) -
     Action::requeue(Duration::from_secs(5))
 }
 
-/// Makes the Secret hold a valid credential for the current spec: plan, mint if planned, write.
+/// Makes the Secret hold a valid credential for the current spec and key: plan, mint if
+/// planned, write.
 async fn sync(
     tc: &TurnCredential,
     ctx: &Context,
     existing: Option<&Secret>,
     now: Timestamp,
 ) -> Result<Synced, Failure> {
-    let (credential, minted, previous) = match plan(tc, existing, now)? {
-        Plan::Keep(credential) => (credential, None, existing.and_then(secret::previous)),
-        Plan::Mint(reason) => {
+    let planned = match plan(tc, existing, now)? {
+        Plan::Keep(credential) => check_key(tc, ctx, existing, credential, now).await?,
+        Plan::Mint(reason) => Planned::Mint(reason),
+    };
+    let (credential, minted, previous, key_fingerprint, remint_at) = match planned {
+        Planned::Keep {
+            credential,
+            remint_at,
+        } => {
+            let minted_with = existing.and_then(secret::key_fingerprint).map(str::to_owned);
+            (
+                credential,
+                None,
+                existing.and_then(secret::previous),
+                minted_with,
+                remint_at,
+            )
+        }
+        Planned::Mint(reason) => {
             // Only a credential toma can read back is known to be a real one to revoke later.
             let replaced = existing.and_then(secret::stored_credential);
             let previous = replaced.as_ref().and_then(Previous::of);
-            (mint(tc, ctx, reason, now).await?, Some(reason), previous)
+            let (credential, key_fingerprint) = mint(tc, ctx, reason, now).await?;
+            (credential, Some(reason), previous, Some(key_fingerprint), None)
         }
     };
     let previous = previous.filter(|p| p.expires_at > now);
@@ -94,22 +134,82 @@ async fn sync(
         .map_or(0, secret::rotations)
         .max(tc.status.as_ref().map_or(0, |s| s.rotations));
     let rotations = recorded + i64::from(minted.is_some());
-    write(tc, ctx, existing, &credential, rotations, previous.as_ref()).await?;
+    let record = Record {
+        rotations,
+        previous: previous.as_ref(),
+        key_fingerprint: key_fingerprint.as_deref(),
+    };
+    write(tc, ctx, existing, &credential, record).await?;
     Ok(Synced {
         credential,
         minted,
         rotations,
+        remint_at,
     })
 }
 
-/// A new credential from the key `tc` names, with the URLs its filter keeps.
+/// What to do with a credential that the spec and the time let stand.
+enum Planned {
+    Keep {
+        credential: Credential,
+        /// When it is re-minted because its key changed.
+        remint_at: Option<Timestamp>,
+    },
+    Mint(MintReason),
+}
+
+/// How long after a key change its credentials are all re-minted: each waits a part of this,
+/// derived from its UID, so that one key edit does not send every mint at once.
+const KEY_CHANGE_SPREAD: i64 = 30;
+
+/// Whether the key still lets `credential` stand. A key that now mints differently (see
+/// [`crate::key_resolver::fingerprint`]) re-mints it, spread over [`KEY_CHANGE_SPREAD`] seconds from when
+/// toma saw the change; a key that no longer allows the namespace is a failure, and the Secret
+/// stays as it is until the credential expires. Any other trouble with the key waits for the
+/// renewal: the credential in the Secret is still good.
+async fn check_key(
+    tc: &TurnCredential,
+    ctx: &Context,
+    existing: Option<&Secret>,
+    credential: Credential,
+    now: Timestamp,
+) -> Result<Planned, Failure> {
+    let keep = |remint_at| Planned::Keep {
+        credential: credential.clone(),
+        remint_at,
+    };
+    let resolved = match ctx.keys.resolve(&ctx.client, tc, now).await {
+        Ok(resolved) => resolved,
+        Err(failure @ Failure::KeyNotAllowed { .. }) => return Err(failure),
+        Err(_) => return Ok(keep(None)),
+    };
+    // A Secret written before keys were fingerprinted records none: it stands.
+    let Some(minted_with) = existing.and_then(secret::key_fingerprint) else {
+        return Ok(keep(None));
+    };
+    if minted_with == resolved.fingerprint {
+        return Ok(keep(None));
+    }
+    let seed = format!("{}/{}", tc.uid().unwrap_or_default(), resolved.fingerprint);
+    let delay = schedule::spread(&seed, KEY_CHANGE_SPREAD);
+    let remint_at = resolved.seen_at + SignedDuration::from_secs(delay);
+    if now >= remint_at {
+        Ok(Planned::Mint(MintReason::KeyChanged))
+    } else {
+        Ok(keep(Some(remint_at)))
+    }
+}
+
+/// A new credential from the key `tc` names, with the URLs its filter keeps, and the key's
+/// fingerprint.
 async fn mint(
     tc: &TurnCredential,
     ctx: &Context,
     reason: MintReason,
     now: Timestamp,
-) -> Result<Credential, Failure> {
-    let key = ctx.keys.resolve(&ctx.client, tc).await?;
+) -> Result<(Credential, String), Failure> {
+    let resolved = ctx.keys.resolve(&ctx.client, tc, now).await?;
+    let key = &resolved.key;
     // The window starts when the request is sent, so toma's expiry is never later than the provider's.
     let expires_at = now + SignedDuration::from_secs(tc.spec.ttl_seconds);
     let request = Request {
@@ -119,7 +219,7 @@ async fn mint(
     };
     let ice_servers = ctx
         .providers
-        .mint(&key, &request)
+        .mint(key, &request)
         .await
         .map_err(|source| Failure::Provider {
             key: key.name.clone(),
@@ -136,7 +236,14 @@ async fn mint(
         });
     }
     ctx.metrics.count_mint(key.provider.label(), reason);
-    Ok(credential)
+    Ok((credential, resolved.fingerprint.clone()))
+}
+
+/// What the Secret records beside the credential.
+struct Record<'a> {
+    rotations: i64,
+    previous: Option<&'a Previous>,
+    key_fingerprint: Option<&'a str>,
 }
 
 /// The resourceVersion toma's apply names when it creates the Secret. No stored object has it, so
@@ -153,12 +260,14 @@ async fn write(
     ctx: &Context,
     existing: Option<&Secret>,
     credential: &Credential,
-    rotations: i64,
-    previous: Option<&Previous>,
+    record: Record<'_>,
 ) -> Result<(), Failure> {
-    let mut desired = secret::desired_secret(tc, credential, rotations);
-    if let Some(previous) = previous {
+    let mut desired = secret::desired_secret(tc, credential, record.rotations);
+    if let Some(previous) = record.previous {
         secret::record_previous(&mut desired, previous);
+    }
+    if let Some(fingerprint) = record.key_fingerprint {
+        secret::record_key_fingerprint(&mut desired, fingerprint);
     }
     if existing.is_some_and(|s| secret::owned_fields_match(s, &desired)) {
         return Ok(());
@@ -190,6 +299,8 @@ async fn write(
         }
     };
     write.done(&written);
+    ctx.known_secrets
+        .written(&tc.namespace().unwrap_or_default(), &tc.secret_name());
     Ok(())
 }
 

@@ -34,6 +34,7 @@ pub(super) async fn success(
     now: Timestamp,
 ) -> Result<Action> {
     let renewal = schedule::renewal_of(tc, &synced.credential);
+    let renewal = synced.remint_at.map_or(renewal, |at| at.min(renewal));
     let new_status = status::issued(tc, &synced.credential, renewal, synced.rotations, now);
     let mount_warning = mount_warning(tc, &new_status);
     patch_status(tc, ctx, new_status).await?;

@@ -233,6 +233,39 @@ fn catalogue(ns: &str) -> Vec<Case> {
             "must name the namespace of its Secret",
         ),
         c(
+            "namespaceSelector with an unknown operator",
+            cluster_key(
+                ns,
+                &format!(
+                    "{}\n  namespaceSelector: {{matchExpressions: [{{key: team, operator: Is, values: [a]}}]}}",
+                    cf(", namespace: x")
+                ),
+            ),
+            "namespaceSelector matchExpressions: operator must be In or NotIn with values",
+        ),
+        c(
+            "namespaceSelector In without values",
+            cluster_key(
+                ns,
+                &format!(
+                    "{}\n  namespaceSelector: {{matchExpressions: [{{key: team, operator: In}}]}}",
+                    cf(", namespace: x")
+                ),
+            ),
+            "namespaceSelector matchExpressions: operator must be In or NotIn with values",
+        ),
+        c(
+            "namespaceSelector matchLabels not a map",
+            cluster_key(
+                ns,
+                &format!(
+                    "{}\n  namespaceSelector: {{matchLabels: [team]}}",
+                    cf(", namespace: x")
+                ),
+            ),
+            "namespaceSelector.matchLabels: Invalid value: \"array\"",
+        ),
+        c(
             "cloudflare without keyId",
             cluster_key(
                 ns,

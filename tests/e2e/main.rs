@@ -4,10 +4,12 @@
 //! up; they are `#[ignore]`d so that a bare `cargo test` needs no cluster.
 
 mod cli;
+mod cluster_wide;
 mod disruptive;
 mod faults;
 mod helm;
 mod invalid;
+mod keys;
 mod mount;
 mod pods;
 mod rollout;

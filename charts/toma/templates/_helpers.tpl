@@ -84,9 +84,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: ["toma.dev"]
   resources: ["turncredentials/finalizers"]
   verbs: ["update"]
+# Read keys, and watch them so that a fixed or changed key takes effect at once.
 - apiGroups: ["toma.dev"]
   resources: {{ if .Values.namespaced }}["turnkeys"]{{ else }}["turnkeys", "clusterturnkeys"]{{ end }}
-  verbs: ["get"]
+  verbs: ["get", "list", "watch"]
+{{- if not .Values.namespaced }}
+# ClusterTurnKeys' namespaceSelector: the labels of namespaces, watched for changes.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "list", "watch"]
+{{- end }}
 # Read key tokens; write owned Secrets with server-side apply, which needs create to create one.
 - apiGroups: [""]
   resources: ["secrets"]

@@ -104,10 +104,16 @@ async fn a_restarted_toma_with_a_valid_credential_mints_and_writes_nothing() {
         .filter(|r| !r.path.starts_with(EVENTS))
         .map(|r| (r.method.clone(), r.path.clone()))
         .collect();
+    // The key is read to see that it still mints as the credential was minted: once per key,
+    // as the key watch keeps it fresh afterwards.
     assert_eq!(
         after,
-        [(Method::GET, SECRET.to_string())],
-        "only the Secret is read"
+        [
+            (Method::GET, SECRET.to_string()),
+            (Method::GET, CLUSTER_KEY.to_string()),
+            (Method::GET, COTURN_SECRET.to_string())
+        ],
+        "only the Secret and the key are read"
     );
 }
 
@@ -292,4 +298,37 @@ async fn removing_the_rotate_annotation_mints_nothing() {
     assert_eq!(cluster.stored_status()["rotations"], 1);
     drop(ctx);
     assert_eq!(cluster.event_reasons().await, ["Issued"]);
+}
+
+#[tokio::test]
+async fn a_new_credential_whose_secret_the_watch_knows_to_be_absent_is_written_unread() {
+    let cluster = Cluster::default();
+    cluster.shared_secret_key();
+    let ctx = cluster.toma();
+    ctx.known_secrets.observe(&kube::runtime::watcher::Event::Init);
+    ctx.known_secrets
+        .observe(&kube::runtime::watcher::Event::InitDone);
+
+    cluster
+        .reconcile(&ctx, &turn_credential("web"), at(0))
+        .await
+        .unwrap();
+
+    let to_secret: Vec<Method> = cluster
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.path == SECRET)
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(to_secret, [Method::PATCH], "one create-only write, no read");
+    assert_eq!(
+        cluster.api.writes_to(SECRET)[0].body["metadata"]["resourceVersion"],
+        "1"
+    );
+    assert_eq!(cluster.stored_status()["conditions"][0]["reason"], "Issued");
+    // Now known: the next reconcile reads it, and writes nothing.
+    let before = cluster.api.writes_to(SECRET).len();
+    cluster.reconcile_stored(&ctx, at(60)).await.unwrap();
+    assert_eq!(cluster.api.writes_to(SECRET).len(), before);
 }

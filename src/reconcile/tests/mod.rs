@@ -3,6 +3,7 @@
 
 mod deletion;
 mod failures;
+mod keys;
 mod minting;
 mod rollout;
 
@@ -33,6 +34,7 @@ const CREDENTIAL: &str = "/apis/toma.dev/v1alpha1/namespaces/app/turncredentials
 const CREDENTIAL_STATUS: &str = "/apis/toma.dev/v1alpha1/namespaces/app/turncredentials/web/status";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/app/events";
 const CLUSTER_KEY: &str = "/apis/toma.dev/v1alpha1/clusterturnkeys/cloudflare";
+const COTURN_SECRET: &str = "/api/v1/namespaces/toma-system/secrets/coturn";
 const KEY_ID: &str = "0123456789abcdef0123456789abcdef";
 
 /// `NOW` moved by `seconds`.
@@ -115,6 +117,7 @@ impl Cluster {
         let spec = ClusterTurnKeySpec {
             cloudflare: None,
             shared_secret: Some(provider),
+            namespace_selector: None,
         };
         self.api.put(CLUSTER_KEY, ClusterTurnKey::new("cloudflare", spec));
         self.token_secret("coturn", "secret", "north");
@@ -130,6 +133,7 @@ impl Cluster {
         let spec = ClusterTurnKeySpec {
             cloudflare: Some(provider),
             shared_secret: None,
+            namespace_selector: None,
         };
         self.api.put(CLUSTER_KEY, ClusterTurnKey::new("cloudflare", spec));
         self.token_secret("cf", "api-token", token);

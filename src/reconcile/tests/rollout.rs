@@ -138,7 +138,8 @@ async fn nothing_is_restarted_while_the_secrets_content_is_unchanged() {
     cluster.reconcile_stored(&ctx, at(10)).await.unwrap();
     let before = cluster.api.requests().len();
 
-    // A restarted toma, its credential still valid: one read of the Secret, one of the target.
+    // A restarted toma, its credential still valid: one read of the Secret, of the key, and of
+    // the target.
     cluster.reconcile_stored(&cluster.toma(), at(600)).await.unwrap();
 
     assert_eq!(
@@ -155,6 +156,8 @@ async fn nothing_is_restarted_while_the_secrets_content_is_unchanged() {
         after,
         [
             (Method::GET, SECRET.to_string()),
+            (Method::GET, CLUSTER_KEY.to_string()),
+            (Method::GET, COTURN_SECRET.to_string()),
             (Method::GET, DEPLOYMENT.to_string())
         ]
     );

@@ -150,6 +150,7 @@ pub async fn create_key(client: &Client, namespace: &str, base_url: &str) -> Res
                 base_url: Some(base_url.into()),
             }),
             shared_secret: None,
+            namespace_selector: None,
         },
     );
     let keys: Api<ClusterTurnKey> = Api::all(client.clone());

@@ -197,6 +197,18 @@ impl Env {
 
     /// Starts another toma on this namespace with `extra` flags, without waiting.
     pub fn spawn_toma(&self, extra: &[&str]) -> Toma {
+        self.spawn_toma_watching(Some(&self.namespace), extra)
+    }
+
+    /// Starts a toma that watches the whole cluster, logging to this test's log, and waits until
+    /// it is ready. Only for tests that run alone: it reconciles every test's TurnCredentials.
+    pub async fn start_cluster_wide_toma(&self) -> Toma {
+        let toma = self.spawn_toma_watching(None, &[]);
+        toma.wait_ready().await;
+        toma
+    }
+
+    fn spawn_toma_watching(&self, namespace: Option<&str>, extra: &[&str]) -> Toma {
         let http = format!("127.0.0.1:{}", free_port());
         // Each test's toma logs to <target tmp>/e2e-logs/<namespace>.log, appended across restarts.
         let log = std::fs::OpenOptions::new()
@@ -205,7 +217,8 @@ impl Env {
             .open(self.toma_log())
             .unwrap();
         let child = Command::new(toma_binary())
-            .args(["run", "--namespace", &self.namespace, "--http-addr", &http])
+            .args(["run", "--http-addr", &http])
+            .args(namespace.map(|ns| ["--namespace", ns]).into_iter().flatten())
             .args(extra)
             .env("KUBECONFIG", kubeconfig())
             .env(
