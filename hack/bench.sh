@@ -9,6 +9,9 @@
 #
 # Environment:
 #   TOMA_BENCH_CONCURRENCY   toma --concurrency values to measure, space-separated (default "16 64")
+#   TOMA_BENCH_MINT_RATES    toma --mint-rate-per-key values, each with every concurrency; 0 is no
+#                            limit (default "100 0": the default limit, and none)
+#   TOMA_BENCH_ROUNDS        run each N this many times, interleaved, and print medians (default 1)
 #   TOMA_BENCH_PARALLELISM   requests the bench client keeps in flight (default 32)
 #   TOMA_BENCH_NOTE          a remark printed with the figures (e.g. "2 cores shared with a build")
 #   TOMA_BENCH_ARGS          more toma-bench flags (see target/release/toma-bench --help)
@@ -77,6 +80,7 @@ etcd_version=$("$etcd_bin" --version 2>/dev/null | sed -n 's/^etcd Version: /etc
 
 concurrency_flags=()
 for c in ${TOMA_BENCH_CONCURRENCY:-16 64}; do concurrency_flags+=(--concurrency "$c"); done
+for r in ${TOMA_BENCH_MINT_RATES:-100 0}; do concurrency_flags+=(--mint-rate "$r"); done
 note_flags=()
 [ -z "${TOMA_BENCH_NOTE:-}" ] || note_flags=(--note "$TOMA_BENCH_NOTE")
 # shellcheck disable=SC2206 # word splitting of extra flags is the point
@@ -87,6 +91,7 @@ target/release/toma-bench "${counts[@]}" \
   --toma target/release/toma \
   "${concurrency_flags[@]}" \
   --parallelism "${TOMA_BENCH_PARALLELISM:-32}" \
+  --rounds "${TOMA_BENCH_ROUNDS:-1}" \
   --apiserver-pid "$apiserver_pid" --etcd-pid "$etcd_pid" \
   --etcd-version "$etcd_version" \
   --out-dir "$out" \

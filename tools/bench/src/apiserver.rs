@@ -119,6 +119,9 @@ pub struct Counts {
     pub object_gets: u64,
     /// LISTs of Secrets, the objects and the keys.
     pub lists: u64,
+    /// Every request on these resources by `VERB resource[/subresource]`, whatever its code, the
+    /// bench client's own creates taken out.
+    pub by_verb: BTreeMap<String, u64>,
 }
 
 impl Counts {
@@ -159,6 +162,14 @@ impl Requests {
             } else {
                 continue;
             };
+            let subresource = match key.subresource.as_str() {
+                "" => String::new(),
+                sub => format!("/{sub}"),
+            };
+            *counts
+                .by_verb
+                .entry(format!("{} {resource}{subresource}", key.verb))
+                .or_default() += delta;
             if READ_VERBS.contains(&key.verb.as_str()) {
                 let slot = match (key.verb.as_str(), what) {
                     ("GET", Kind::Secret) => &mut counts.secret_gets,
@@ -183,6 +194,11 @@ impl Requests {
             *slot += delta;
         }
         counts.object_writes = counts.object_writes.saturating_sub(own_creates);
+        let creates = format!("POST {}", resources.objects);
+        if let Some(count) = counts.by_verb.get_mut(&creates) {
+            *count = count.saturating_sub(own_creates);
+        }
+        counts.by_verb.retain(|_, count| *count > 0);
         counts
     }
 }
@@ -255,6 +271,20 @@ mod tests {
                 key_gets: 10,
                 object_gets: 0,
                 lists: 3,
+                by_verb: [
+                    ("APPLY secrets", 10),
+                    ("APPLY turncredentials/status", 10),
+                    ("PATCH turncredentials/status", 1),
+                    ("POST events", 10),
+                    ("GET secrets", 30),
+                    ("GET clusterturnkeys", 10),
+                    ("WATCH secrets", 2),
+                    ("LIST turncredentials", 3),
+                    ("LIST events", 3),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
             }
         );
         assert_eq!((toma.writes(), toma.operator_gets()), (31, 40));

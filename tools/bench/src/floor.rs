@@ -4,6 +4,9 @@
 //! operator run. The Secret and status are built by toma's own pure functions, so the objects are
 //! the same as toma's, byte for byte apart from the credential; only the I/O is done by hand,
 //! and none of it is avoidable.
+//!
+//! The floor with Events also writes the `Issued` Event toma writes for each new credential
+//! (with kube's Recorder, as toma does), so that its ratio compares the same work.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +14,7 @@ use fake_cloudflare::FakeCloudflare;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::json;
@@ -28,6 +32,8 @@ const FIELD_MANAGER: &str = "toma-bench";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Floor {
+    /// Whether it wrote one Event per credential, as toma does.
+    pub events: bool,
     pub seconds_to_ready: f64,
     pub mints: usize,
     pub mints_per_credential: f64,
@@ -39,12 +45,14 @@ pub struct Floor {
     pub outcome: Outcome,
 }
 
-pub async fn run(bench: &Bench, n: usize) -> Result<Floor> {
-    let namespace = bench
-        .created
-        .namespace(&bench.client, &format!("bench-floor-{n}"))
-        .await?;
-    let outcome = measure(bench, &namespace, n).await;
+pub async fn run(bench: &Bench, n: usize, events: bool) -> Result<Floor> {
+    let prefix = if events {
+        format!("bench-floor-events-{n}")
+    } else {
+        format!("bench-floor-{n}")
+    };
+    let namespace = bench.created.namespace(&bench.client, &prefix).await?;
+    let outcome = measure(bench, &namespace, n, events).await;
     let removed = bench
         .created
         .remove(&bench.client, &namespace, limit_for(n))
@@ -54,7 +62,7 @@ pub async fn run(bench: &Bench, n: usize) -> Result<Floor> {
     Ok(floor)
 }
 
-async fn measure(bench: &Bench, namespace: &str, n: usize) -> Result<Floor> {
+async fn measure(bench: &Bench, namespace: &str, n: usize, events: bool) -> Result<Floor> {
     let client = &bench.client;
     let fake = FakeCloudflare::start(fake_cloudflare::Config::default()).await?;
     fake.add_key(cluster::KEY_ID, cluster::TOKEN);
@@ -65,6 +73,13 @@ async fn measure(bench: &Bench, namespace: &str, n: usize) -> Result<Floor> {
         base_url: fake.base_url(),
         token: SecretValue::new(cluster::TOKEN.into()),
     };
+    let recorder = events.then(|| {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: None,
+        };
+        Recorder::new(client.clone(), reporter)
+    });
     let mut tracker = progress::track_credentials(client, namespace, n).await?;
 
     let api_before = apiserver::scrape(client).await?;
@@ -73,12 +88,16 @@ async fn measure(bench: &Bench, namespace: &str, n: usize) -> Result<Floor> {
     let credentials: Api<TurnCredential> = Api::namespaced(client.clone(), namespace);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     cluster::create_each(n, bench.parallelism, |i| {
-        let (credentials, secrets, cloudflare) = (&credentials, &secrets, &cloudflare);
+        let (credentials, secrets, cloudflare, recorder) = (&credentials, &secrets, &cloudflare, &recorder);
         async move {
             let tc = credentials
                 .create(&PostParams::default(), &cluster::credential(namespace, i))
                 .await?;
-            issue(&tc, credentials, secrets, cloudflare).await
+            issue(&tc, credentials, secrets, cloudflare).await?;
+            if let Some(recorder) = recorder {
+                announce(recorder, &tc).await?;
+            }
+            Ok::<(), crate::Error>(())
         }
     })
     .await?;
@@ -89,6 +108,7 @@ async fn measure(bench: &Bench, namespace: &str, n: usize) -> Result<Floor> {
         .since(&api_before, &apiserver::TOMA, n as u64);
     let mints = fake.mints().len();
     Ok(Floor {
+        events,
         seconds_to_ready: (done - started).as_secs_f64(),
         mints,
         mints_per_credential: mints as f64 / n as f64,
@@ -150,5 +170,18 @@ async fn issue(
     credentials
         .patch_status(&tc.name_any(), &apply, &Patch::Apply(&patch))
         .await?;
+    Ok(())
+}
+
+/// The Event toma writes for a new credential.
+async fn announce(recorder: &Recorder, tc: &TurnCredential) -> Result<()> {
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Issued".into(),
+        note: Some(format!("Secret {}: credential issued", tc.secret_name())),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    recorder.publish(&event, &tc.object_ref(&())).await?;
     Ok(())
 }

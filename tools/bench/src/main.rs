@@ -13,6 +13,7 @@ mod process;
 mod progress;
 mod prom;
 mod report;
+mod rounds;
 mod subject;
 mod table;
 
@@ -50,6 +51,10 @@ struct Cli {
     /// toma's --concurrency; repeat to measure several.
     #[arg(long = "concurrency", default_values_t = [16])]
     concurrencies: Vec<u16>,
+    /// toma's --mint-rate-per-key (0: no limit); repeat to measure several, each with every
+    /// --concurrency.
+    #[arg(long = "mint-rate", default_values_t = [subject::DEFAULT_MINT_RATE])]
+    mint_rates: Vec<u32>,
     /// The external-secrets controller binary, for --operator eso.
     #[arg(long)]
     eso: Option<PathBuf>,
@@ -85,6 +90,10 @@ struct Cli {
     /// etcd's version, for the report.
     #[arg(long)]
     etcd_version: Option<String>,
+    /// Run everything of one N this many times, interleaved (floor with Events, each operator
+    /// run, floor; then again), and print the median and spread of each figure across rounds.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    rounds: u16,
     /// A remark printed with the figures and kept in the JSON (e.g. what else loads the machine).
     #[arg(long)]
     note: Option<String>,
@@ -104,7 +113,12 @@ impl Cli {
                 Operator::Toma => self
                     .concurrencies
                     .iter()
-                    .map(|&concurrency| Subject::Toma { concurrency })
+                    .flat_map(|&concurrency| {
+                        self.mint_rates.iter().map(move |&mint_rate| Subject::Toma {
+                            concurrency,
+                            mint_rate,
+                        })
+                    })
                     .collect(),
                 Operator::Eso => self.eso_configs.iter().copied().map(Subject::Eso).collect(),
             }
@@ -232,42 +246,65 @@ async fn run_all(cli: &Cli, bench: &Bench) -> Result<()> {
         note: cli.note.clone(),
     };
     for &n in &cli.counts {
-        machine.load_average = load_average();
-        let started_at = jiff::Timestamp::now().to_string();
-        let mut runs = Vec::new();
-        for subject in cli.subjects() {
-            eprintln!("N={n}: {} ({}) ...", subject.name(), subject.command_line(bench));
-            let run = operator::run(bench, n, &subject).await?;
-            eprintln!("N={n}: {}: all Ready in {:.2} s", run.name, run.seconds_to_ready);
-            runs.push(run);
-        }
-        eprintln!("N={n}: floor (no operator) ...");
-        let floor = floor::run(bench, n).await?;
-        eprintln!("N={n}: floor: all Ready in {:.2} s", floor.seconds_to_ready);
-        let ratios = report::ratios(&runs, &floor);
-        let results = Results {
-            n,
-            started_at,
-            machine: machine.clone(),
-            versions: versions.clone(),
-            parallelism: bench.parallelism,
-            settle_seconds: cli.settle_seconds,
-            runs,
-            floor,
-            ratios,
-        };
-        println!("\n{}", results.table());
-        let findings = results.findings();
-        if findings.is_empty() {
-            println!("nothing unexpected");
-        } else {
-            println!("worth a look:");
-            for finding in findings {
-                println!("  - {finding}");
+        let mut rounds = Vec::new();
+        for round in 1..=cli.rounds {
+            machine.load_average = load_average();
+            let started_at = jiff::Timestamp::now().to_string();
+            let of = if cli.rounds > 1 {
+                format!(" (round {round} of {})", cli.rounds)
+            } else {
+                String::new()
+            };
+            eprintln!("N={n}{of}: floor with Events (no operator) ...");
+            let floor_with_events = floor::run(bench, n, true).await?;
+            eprintln!(
+                "N={n}: floor with Events: all Ready in {:.2} s",
+                floor_with_events.seconds_to_ready
+            );
+            let mut runs = Vec::new();
+            for subject in cli.subjects() {
+                eprintln!(
+                    "N={n}{of}: {} ({}) ...",
+                    subject.name(),
+                    subject.command_line(bench)
+                );
+                let run = operator::run(bench, n, &subject).await?;
+                eprintln!("N={n}: {}: all Ready in {:.2} s", run.name, run.seconds_to_ready);
+                runs.push(run);
             }
+            eprintln!("N={n}{of}: floor (no operator) ...");
+            let floor = floor::run(bench, n, false).await?;
+            eprintln!("N={n}: floor: all Ready in {:.2} s", floor.seconds_to_ready);
+            let ratios = report::ratios(&runs, &floor, &floor_with_events);
+            let results = Results {
+                n,
+                started_at,
+                machine: machine.clone(),
+                versions: versions.clone(),
+                parallelism: bench.parallelism,
+                settle_seconds: cli.settle_seconds,
+                runs,
+                floor,
+                floor_with_events,
+                ratios,
+            };
+            println!("\n{}{of}", results.table());
+            let findings = results.findings();
+            if findings.is_empty() {
+                println!("nothing unexpected");
+            } else {
+                println!("worth a look:");
+                for finding in findings {
+                    println!("  - {finding}");
+                }
+            }
+            let path = results.write_json(&bench.out_dir, (cli.rounds > 1).then_some(round as usize))?;
+            println!("written: {}\n", path.display());
+            rounds.push(results);
         }
-        let path = results.write_json(&bench.out_dir)?;
-        println!("written: {}\n", path.display());
+        if rounds.len() > 1 {
+            println!("{}", rounds::summary(&rounds));
+        }
     }
     Ok(())
 }
@@ -319,13 +356,18 @@ mod tests {
 
     #[test]
     fn toma_alone_is_measured_unless_eso_is_asked_for() {
-        assert_eq!(subjects(&["100"]), [Subject::Toma { concurrency: 16 }]);
+        let toma = |concurrency, mint_rate| Subject::Toma {
+            concurrency,
+            mint_rate,
+        };
+        assert_eq!(subjects(&["100"]), [toma(16, 100)]);
         assert_eq!(
             subjects(&["--concurrency", "16", "--concurrency", "64"]),
-            [
-                Subject::Toma { concurrency: 16 },
-                Subject::Toma { concurrency: 64 }
-            ]
+            [toma(16, 100), toma(64, 100)]
+        );
+        assert_eq!(
+            subjects(&["--mint-rate", "100", "--mint-rate", "0"]),
+            [toma(16, 100), toma(16, 0)]
         );
     }
 
@@ -343,7 +385,14 @@ mod tests {
         ]);
         assert_eq!(
             both,
-            [eso(16, 1000), eso(1, 50), Subject::Toma { concurrency: 16 }]
+            [
+                eso(16, 1000),
+                eso(1, 50),
+                Subject::Toma {
+                    concurrency: 16,
+                    mint_rate: 100
+                }
+            ]
         );
     }
 

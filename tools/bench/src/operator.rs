@@ -53,6 +53,9 @@ pub struct Run {
     pub cpu_seconds_with_settle: f64,
     pub apiserver_cpu_seconds: Option<f64>,
     pub etcd_cpu_seconds: Option<f64>,
+    /// The API server's CPU from the first create until all Events were written (toma writes
+    /// them in the background, so they may come after the last Ready); None if they were not.
+    pub apiserver_cpu_seconds_to_events: Option<f64>,
     /// Reconciles when all were Ready, and after the settle period.
     pub reconciles_at_ready: u64,
     pub reconciles: u64,
@@ -142,6 +145,7 @@ async fn measure(bench: &Bench, namespace: &str, n: usize, subject: &Subject) ->
     drop(tracker);
 
     let events = events_written(client, &api_before, resources, n, done + bench.settle).await?;
+    let control_plane_to_events = events.map(|_| bench.control_plane_cpu().since(control_plane_before));
     tokio::time::sleep_until((done + bench.settle).into()).await;
     let memory = operator.memory()?;
     let cpu_with_settle = operator.cpu_seconds()? - cpu_before;
@@ -179,6 +183,7 @@ async fn measure(bench: &Bench, namespace: &str, n: usize, subject: &Subject) ->
         cpu_seconds_with_settle: cpu_with_settle,
         apiserver_cpu_seconds: control_plane.apiserver,
         etcd_cpu_seconds: control_plane.etcd,
+        apiserver_cpu_seconds_to_events: control_plane_to_events.and_then(|c| c.apiserver),
         reconciles_at_ready,
         reconciles: metrics.reconciles,
         reconcile_errors: metrics.errors,

@@ -41,7 +41,9 @@ pub struct Results {
     /// The operators' runs, in the order of the table's columns.
     pub runs: Vec<Run>,
     pub floor: Floor,
-    /// Each run's time to all Ready over the floor's.
+    /// The floor that also writes one Event per credential, as toma does.
+    pub floor_with_events: Floor,
+    /// Each run's time to all Ready over the floors'.
     pub ratios: Vec<Ratio>,
 }
 
@@ -50,6 +52,10 @@ pub struct Ratio {
     /// The run's column header, e.g. `toma c=16`.
     pub name: String,
     pub over_floor: f64,
+    pub over_floor_with_events: f64,
+    /// The API server's CPU until all the run's Events were written, over the Event-writing
+    /// floor's until all were Ready (its Events are written by then).
+    pub apiserver_cpu_over_floor_with_events: Option<f64>,
 }
 
 /// A run's time to all Ready over the floor's.
@@ -57,19 +63,30 @@ pub fn ratio(run: &Run, floor: &Floor) -> f64 {
     run.seconds_to_ready / floor.seconds_to_ready
 }
 
-pub fn ratios(runs: &[Run], floor: &Floor) -> Vec<Ratio> {
+/// The API server's CPU until the run's Events were all written, over the floor's.
+pub fn apiserver_cpu_ratio(run: &Run, floor: &Floor) -> Option<f64> {
+    Some(run.apiserver_cpu_seconds_to_events? / floor.apiserver_cpu_seconds?)
+}
+
+pub fn ratios(runs: &[Run], floor: &Floor, floor_with_events: &Floor) -> Vec<Ratio> {
     runs.iter()
         .map(|run| Ratio {
             name: run.name.clone(),
             over_floor: ratio(run, floor),
+            over_floor_with_events: ratio(run, floor_with_events),
+            apiserver_cpu_over_floor_with_events: apiserver_cpu_ratio(run, floor_with_events),
         })
         .collect()
 }
 
 impl Results {
     /// Writes `results-<N>.json` into `dir`, which exists.
-    pub fn write_json(&self, dir: &Path) -> Result<PathBuf> {
-        let path = dir.join(format!("results-{}.json", self.n));
+    pub fn write_json(&self, dir: &Path, round: Option<usize>) -> Result<PathBuf> {
+        let name = match round {
+            Some(round) => format!("results-{}-round{round}.json", self.n),
+            None => format!("results-{}.json", self.n),
+        };
+        let path = dir.join(name);
         std::fs::write(&path, serde_json::to_string_pretty(self)? + "\n")
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(path)

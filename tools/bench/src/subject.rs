@@ -17,7 +17,11 @@ use crate::{Bench, Result, eso, prom};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Subject {
-    Toma { concurrency: u16 },
+    /// toma with `--concurrency` and `--mint-rate-per-key` (0: no limit).
+    Toma {
+        concurrency: u16,
+        mint_rate: u32,
+    },
     Eso(eso::Config),
 }
 
@@ -33,7 +37,7 @@ impl Subject {
     /// How many reconciles may run at once.
     pub fn concurrency(&self) -> u16 {
         match self {
-            Subject::Toma { concurrency } => *concurrency,
+            Subject::Toma { concurrency, .. } => *concurrency,
             Subject::Eso(config) => config.concurrent,
         }
     }
@@ -41,7 +45,10 @@ impl Subject {
     /// The column header.
     pub fn name(&self) -> String {
         match self {
-            Subject::Toma { concurrency } => format!("toma c={concurrency}"),
+            Subject::Toma {
+                concurrency,
+                mint_rate,
+            } => format!("toma c={concurrency}{}", rate_suffix(*mint_rate)),
             Subject::Eso(config) => config.name(),
         }
     }
@@ -49,14 +56,22 @@ impl Subject {
     /// How it was started, for the report.
     pub fn command_line(&self, bench: &Bench) -> String {
         match self {
-            Subject::Toma { concurrency } => format!("toma run --concurrency {concurrency}"),
+            Subject::Toma {
+                concurrency,
+                mint_rate,
+            } => {
+                format!("toma run --concurrency {concurrency} --mint-rate-per-key {mint_rate}")
+            }
             Subject::Eso(config) => config.command_line(&bench.eso_args),
         }
     }
 
     pub fn namespace_prefix(&self, n: usize) -> String {
         match self {
-            Subject::Toma { concurrency } => format!("bench-toma-{n}-c{concurrency}"),
+            Subject::Toma {
+                concurrency,
+                mint_rate,
+            } => format!("bench-toma-{n}-c{concurrency}-r{mint_rate}"),
             Subject::Eso(config) => format!("bench-eso-{n}-c{}-qps{}", config.concurrent, config.qps),
         }
     }
@@ -74,7 +89,10 @@ impl Subject {
         let log = bench.out_dir.join("logs").join(format!("{namespace}.log"));
         let pid_file = bench.out_dir.join(format!("{}.pids", self.operator()));
         Ok(match self {
-            Subject::Toma { concurrency } => Spawn {
+            Subject::Toma {
+                concurrency,
+                mint_rate,
+            } => Spawn {
                 binary: bench.toma.clone(),
                 args: [
                     "run",
@@ -82,6 +100,8 @@ impl Subject {
                     namespace,
                     "--concurrency",
                     &concurrency.to_string(),
+                    "--mint-rate-per-key",
+                    &mint_rate.to_string(),
                 ]
                 .map(String::from)
                 .to_vec(),
@@ -148,6 +168,18 @@ impl Subject {
     }
 }
 
+/// How a column names its mint rate: nothing for toma's default, "no limit" for none.
+fn rate_suffix(mint_rate: u32) -> String {
+    match mint_rate {
+        DEFAULT_MINT_RATE => String::new(),
+        0 => " no limit".into(),
+        rate => format!(" rate={rate}"),
+    }
+}
+
+/// toma's default `--mint-rate-per-key`.
+pub const DEFAULT_MINT_RATE: u32 = 100;
+
 /// Creates `tc-00000` … with `parallelism` requests in flight.
 async fn create_credentials(
     client: &Client,
@@ -184,7 +216,16 @@ mod tests {
 
     #[test]
     fn toma_and_each_eso_configuration_get_their_own_column_and_namespace() {
-        let toma = Subject::Toma { concurrency: 16 };
+        let toma = Subject::Toma {
+            concurrency: 16,
+            mint_rate: DEFAULT_MINT_RATE,
+        };
+        let unlimited = Subject::Toma {
+            concurrency: 16,
+            mint_rate: 0,
+        };
+        assert_eq!(unlimited.name(), "toma c=16 no limit");
+        assert_eq!(unlimited.namespace_prefix(100), "bench-toma-100-c16-r0");
         let eso = Subject::Eso(eso::Config {
             concurrent: 1,
             qps: 1000,
@@ -194,7 +235,7 @@ mod tests {
             (eso.name(), eso.operator()),
             ("ESO c=1 qps=1000".to_string(), "eso")
         );
-        assert_eq!(toma.namespace_prefix(100), "bench-toma-100-c16");
+        assert_eq!(toma.namespace_prefix(100), "bench-toma-100-c16-r100");
         assert_eq!(eso.namespace_prefix(100), "bench-eso-100-c1-qps1000");
         assert_eq!(eso.resources().objects, "externalsecrets");
         assert_eq!(eso.concurrency(), 1);

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use crate::apiserver::Counts;
 use crate::cluster::Outcome;
 use crate::operator::Run;
-use crate::report::{Results, ratio};
+use crate::report::{Results, apiserver_cpu_ratio, ratio};
 
 impl Results {
     pub fn table(&self) -> String {
@@ -53,6 +53,14 @@ impl Results {
             fixed(floor.seconds_to_ready, 2),
         );
         t.row("ratio to floor", |r| fixed(ratio(r, floor), 2), "1.00");
+        let with_events = &self.floor_with_events;
+        t.runs(
+            format!(
+                "ratio to floor with Events ({:.2} s)",
+                with_events.seconds_to_ready
+            ),
+            |r| fixed(ratio(r, with_events), 2),
+        );
         t.runs("  all Events written (s)", |r| optional(r.seconds_to_events, 2));
         t.runs("  creates alone took (s)", |r| fixed(r.seconds_creating, 2));
         t.row(
@@ -96,6 +104,16 @@ impl Results {
             |r| cpu(r.apiserver_cpu_seconds),
             cpu(floor.apiserver_cpu_seconds),
         );
+        t.runs(
+            format!(
+                "apiserver CPU until all Events (s; floor with Events {})",
+                cpu(with_events.apiserver_cpu_seconds)
+            ),
+            |r| cpu(r.apiserver_cpu_seconds_to_events),
+        );
+        t.runs("  ratio to floor with Events", |r| {
+            apiserver_cpu_ratio(r, with_events).map_or("-".into(), |x| fixed(x, 2))
+        });
         t.row(
             "etcd CPU until Ready (s)",
             |r| cpu(r.etcd_cpu_seconds),
