@@ -257,6 +257,55 @@ mod tests {
     }
 
     #[test]
+    fn a_key_change_wakes_its_users_and_a_namespace_change_those_on_cluster_keys_there() {
+        use crate::api::KeyRef;
+        let credential = |namespace: &str, name: &str, kind: KeyKind, key: &str| {
+            let mut tc = crate::fixtures::turn_credential(name);
+            tc.metadata.namespace = Some(namespace.into());
+            tc.spec.key_ref = KeyRef {
+                kind,
+                name: key.into(),
+            };
+            tc
+        };
+        let (reader, mut writer) = reflector::store();
+        for tc in [
+            credential("app", "web", KeyKind::ClusterTurnKey, "cf"),
+            credential("app", "local", KeyKind::TurnKey, "cf"),
+            credential("other", "web", KeyKind::ClusterTurnKey, "cf"),
+            credential("other", "beta", KeyKind::ClusterTurnKey, "beta"),
+            credential("other", "local", KeyKind::TurnKey, "cf"),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(tc));
+        }
+        let woken = |change: Change| {
+            let mut names: Vec<String> = affected(&reader, &change)
+                .iter()
+                .map(|r| format!("{}/{}", r.namespace.as_deref().unwrap_or_default(), r.name))
+                .collect();
+            names.sort();
+            names
+        };
+        let cluster_key = Change::Key(KeyName {
+            kind: KeyKind::ClusterTurnKey,
+            namespace: None,
+            name: "cf".into(),
+        });
+        assert_eq!(woken(cluster_key), ["app/web", "other/web"]);
+        // A TurnKey of one namespace is not its namesake in another.
+        let turn_key = Change::Key(KeyName {
+            kind: KeyKind::TurnKey,
+            namespace: Some("other".into()),
+            name: "cf".into(),
+        });
+        assert_eq!(woken(turn_key), ["other/local"]);
+        assert_eq!(
+            woken(Change::Namespace("other".into())),
+            ["other/beta", "other/web"]
+        );
+    }
+
+    #[test]
     fn rewatching_waits_at_most_five_seconds_and_starts_over_after_a_success() {
         let mut backoff = watch_backoff();
         let delays: Vec<Duration> = (&mut backoff).take(8).collect();

@@ -26,6 +26,8 @@ pub struct Run {
     /// Where it ran; its log is logs/<namespace>.log.
     pub namespace: String,
     pub concurrency: u16,
+    /// toma's --mint-rate-per-key (0: no limit); None for ESO.
+    pub mint_rate: Option<u32>,
     pub seconds_to_ready: f64,
     /// How long the bench client took to create the N objects.
     pub seconds_creating: f64,
@@ -167,6 +169,7 @@ async fn measure(bench: &Bench, namespace: &str, n: usize, subject: &Subject) ->
         command_line: subject.command_line(bench),
         namespace: namespace.into(),
         concurrency: subject.concurrency(),
+        mint_rate: subject.mint_rate(),
         seconds_to_ready: (done - started).as_secs_f64(),
         seconds_creating: (created - started).as_secs_f64(),
         seconds_to_events: events.map(|t| (t - started).as_secs_f64()),

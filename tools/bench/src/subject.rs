@@ -42,6 +42,14 @@ impl Subject {
         }
     }
 
+    /// toma's per-key mint rate (0: no limit); None for ESO, which has none.
+    pub fn mint_rate(&self) -> Option<u32> {
+        match self {
+            Subject::Toma { mint_rate, .. } => Some(*mint_rate),
+            Subject::Eso(_) => None,
+        }
+    }
+
     /// The column header.
     pub fn name(&self) -> String {
         match self {
