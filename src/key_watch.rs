@@ -448,6 +448,17 @@ mod tests {
         std::mem::take(&mut watch.ready)
     }
 
+    /// A watch that has listed `keys` as its first list.
+    fn listed(keys: &[TurnKey]) -> KeyWatch {
+        let mut watch = KeyWatch::default();
+        assert_eq!(key(&mut watch, watcher::Event::Init), []);
+        for listed in keys {
+            assert_eq!(key(&mut watch, watcher::Event::InitApply(listed.clone())), []);
+        }
+        assert_eq!(key(&mut watch, watcher::Event::InitDone), []);
+        watch
+    }
+
     fn secret(watch: &mut KeyWatch, event: watcher::Event<PartialObjectMeta<Secret>>) -> Vec<Change> {
         let reference = ObjectRef::new("cf-token").within("app");
         watch.observe(Observed::Secret(reference, Ok(event)));
@@ -456,14 +467,7 @@ mod tests {
 
     #[test]
     fn the_first_list_is_no_change_and_what_follows_is() {
-        let mut watch = KeyWatch::default();
-        assert_eq!(key(&mut watch, watcher::Event::Init), []);
-        let listed = key(
-            &mut watch,
-            watcher::Event::InitApply(turn_key("app", "k1", "cf-token")),
-        );
-        assert_eq!(listed, []);
-        assert_eq!(key(&mut watch, watcher::Event::InitDone), []);
+        let mut watch = listed(&[turn_key("app", "k1", "cf-token")]);
 
         let edited = key(
             &mut watch,
@@ -489,17 +493,7 @@ mod tests {
 
     #[test]
     fn a_watch_that_starts_over_reports_what_changed_meanwhile_only() {
-        let mut watch = KeyWatch::default();
-        key(&mut watch, watcher::Event::Init);
-        key(
-            &mut watch,
-            watcher::Event::InitApply(turn_key("app", "k1", "cf-token")),
-        );
-        key(
-            &mut watch,
-            watcher::Event::InitApply(turn_key("b", "k1", "cf-token")),
-        );
-        key(&mut watch, watcher::Event::InitDone);
+        let mut watch = listed(&[turn_key("app", "k1", "cf-token"), turn_key("b", "k1", "cf-token")]);
 
         key(&mut watch, watcher::Event::Init);
         assert_eq!(
@@ -518,13 +512,7 @@ mod tests {
 
     #[test]
     fn a_token_secret_is_watched_while_a_key_names_it_and_its_changes_are_the_keys() {
-        let mut watch = KeyWatch::default();
-        key(&mut watch, watcher::Event::Init);
-        key(
-            &mut watch,
-            watcher::Event::InitApply(turn_key("app", "k1", "cf-token")),
-        );
-        key(&mut watch, watcher::Event::InitDone);
+        let mut watch = listed(&[turn_key("app", "k1", "cf-token")]);
         assert!(
             watch
                 .secrets
@@ -584,13 +572,7 @@ mod tests {
 
     #[test]
     fn a_token_secret_absent_at_first_is_a_change_when_it_appears() {
-        let mut watch = KeyWatch::default();
-        key(&mut watch, watcher::Event::Init);
-        key(
-            &mut watch,
-            watcher::Event::InitApply(turn_key("app", "k1", "cf-token")),
-        );
-        key(&mut watch, watcher::Event::InitDone);
+        let mut watch = listed(&[turn_key("app", "k1", "cf-token")]);
         secret(&mut watch, watcher::Event::Init);
         secret(&mut watch, watcher::Event::InitDone);
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use fake_cloudflare::Fault;
 use jiff::Timestamp;
 
-use toma_testkit::{Env, SHORT_LIVED, TOKEN, kubectl, ready, text};
+use toma_testkit::{Env, SHORT_LIVED, TOKEN, ready, text};
 
 /// Provider requests time out after this long in these tests.
 const PROVIDER_TIMEOUT: &str = "2";
@@ -43,21 +43,10 @@ async fn provider_fault_then_recovery(test: &str, fault: Fault, reason: &str) {
         during.data, before.data,
         "the Secret changed while the provider failed"
     );
-    let events = kubectl(
-        &[
-            "get",
-            "events",
-            "-n",
-            &env.namespace,
-            "-o",
-            "jsonpath={.items[*].reason}",
-        ],
-        None,
-    )
-    .unwrap();
+    let events = env.event_reasons();
     assert!(
-        events.split_whitespace().any(|r| r == reason),
-        "no {reason} Event in {events}"
+        events.iter().any(|r| r == reason),
+        "no {reason} Event in {events:?}"
     );
 
     env.fake.clear_fault();

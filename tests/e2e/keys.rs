@@ -137,23 +137,9 @@ async fn a_key_edit_re_mints_its_credentials_and_a_token_rotation_does_not() {
         None,
         "a request went out with the old token"
     );
-    let events = kubectl(
-        &[
-            "get",
-            "events",
-            "-n",
-            &env.namespace,
-            "-o",
-            "jsonpath={.items[*].reason}",
-        ],
-        None,
-    )
-    .unwrap();
-    let reissued = events
-        .split_whitespace()
-        .filter(|r| *r == "ReissuedForKey")
-        .count();
-    assert_eq!(reissued, 2, "{events}");
+    let events = env.event_reasons();
+    let reissued = events.iter().filter(|r| *r == "ReissuedForKey").count();
+    assert_eq!(reissued, 2, "{events:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -265,26 +265,16 @@ async fn a_foreign_secret_the_watch_cannot_see_is_found_by_the_refused_write_and
     cluster
         .api
         .put(SECRET, plain_secret("web", "password", "hunter2"));
-    let ctx = cluster.toma();
     // toma's Secret watch has listed its own Secrets; the foreign one is not labelled as toma's.
-    ctx.known_secrets.observe(&kube::runtime::watcher::Event::Init);
-    ctx.known_secrets
-        .observe(&kube::runtime::watcher::Event::InitDone);
+    let ctx = cluster.toma_with_no_secrets_listed();
 
     cluster
         .reconcile(&ctx, &turn_credential("web"), at(0))
         .await
         .unwrap();
 
-    let secret_requests = |from: usize| -> Vec<Method> {
-        cluster.api.requests()[from..]
-            .iter()
-            .filter(|r| r.path == SECRET)
-            .map(|r| r.method.clone())
-            .collect()
-    };
     // Written without a read, refused, then read: a conflict.
-    assert_eq!(secret_requests(0), [Method::PATCH, Method::GET]);
+    assert_eq!(cluster.methods_on(SECRET, 0), [Method::PATCH, Method::GET]);
     assert_eq!(
         cluster.stored_status()["conditions"][0]["reason"],
         "SecretConflict"
@@ -297,5 +287,5 @@ async fn a_foreign_secret_the_watch_cannot_see_is_found_by_the_refused_write_and
     // The retry reads first, and writes nothing.
     let before = cluster.api.requests().len();
     cluster.reconcile_stored(&ctx, at(5)).await.unwrap();
-    assert_eq!(secret_requests(before), [Method::GET]);
+    assert_eq!(cluster.methods_on(SECRET, before), [Method::GET]);
 }

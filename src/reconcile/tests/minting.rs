@@ -304,24 +304,18 @@ async fn removing_the_rotate_annotation_mints_nothing() {
 async fn a_new_credential_whose_secret_the_watch_knows_to_be_absent_is_written_unread() {
     let cluster = Cluster::default();
     cluster.shared_secret_key();
-    let ctx = cluster.toma();
-    ctx.known_secrets.observe(&kube::runtime::watcher::Event::Init);
-    ctx.known_secrets
-        .observe(&kube::runtime::watcher::Event::InitDone);
+    let ctx = cluster.toma_with_no_secrets_listed();
 
     cluster
         .reconcile(&ctx, &turn_credential("web"), at(0))
         .await
         .unwrap();
 
-    let to_secret: Vec<Method> = cluster
-        .api
-        .requests()
-        .iter()
-        .filter(|r| r.path == SECRET)
-        .map(|r| r.method.clone())
-        .collect();
-    assert_eq!(to_secret, [Method::PATCH], "one create-only write, no read");
+    assert_eq!(
+        cluster.methods_on(SECRET, 0),
+        [Method::PATCH],
+        "one create-only write, no read"
+    );
     assert_eq!(
         cluster.api.writes_to(SECRET)[0].body["metadata"]["resourceVersion"],
         "1"

@@ -57,6 +57,24 @@ impl Cluster {
         ctx
     }
 
+    /// A toma whose Secret watch has listed its Secrets and found none.
+    fn toma_with_no_secrets_listed(&self) -> Arc<Context> {
+        let ctx = self.toma();
+        ctx.known_secrets.observe(&kube::runtime::watcher::Event::Init);
+        ctx.known_secrets
+            .observe(&kube::runtime::watcher::Event::InitDone);
+        ctx
+    }
+
+    /// The methods of the requests to `path`, from the `from`th request on.
+    fn methods_on(&self, path: &str, from: usize) -> Vec<http::Method> {
+        self.api.requests()[from..]
+            .iter()
+            .filter(|r| r.path == path)
+            .map(|r| r.method.clone())
+            .collect()
+    }
+
     /// Stores `tc` as the API server would, then reconciles it as stored, at `now`.
     async fn reconcile(&self, ctx: &Context, tc: &TurnCredential, now: Timestamp) -> crate::Result<Action> {
         self.api.put(CREDENTIAL, tc);

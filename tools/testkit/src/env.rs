@@ -270,6 +270,16 @@ impl Env {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    /// The reasons of the Events in this test's namespace.
+    pub fn event_reasons(&self) -> Vec<String> {
+        let jsonpath = "jsonpath={.items[*].reason}";
+        kubectl(&["get", "events", "-n", &self.namespace, "-o", jsonpath], None)
+            .unwrap()
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    }
+
     /// Waits until the TurnCredential's Ready condition has `reason`, and returns it.
     pub async fn wait_for_reason(&self, name: &str, reason: &str) -> TurnCredential {
         wait_for_reason(&self.credentials(), name, reason).await
