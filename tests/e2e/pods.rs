@@ -260,6 +260,12 @@ async fn helm_installed_pods_serve_other_namespaces_over_http_and_https_and_hand
     wait_for_reason(&credentials, "web", "Issued").await;
     assert_eq!(plain.mints().len(), 1);
     assert!(exists("secret", "web", Some(&app)));
+    // The chart's ClusterRole lets it watch every kind it watches: keys, their Secrets, namespaces.
+    let log = kubectl(&["logs", &first[0], "-n", NAMESPACE], None).unwrap();
+    assert!(
+        log.contains("TurnCredentials listed") && !log.contains("may not watch"),
+        "{log}"
+    );
 
     // Upgrade to two replicas that trust the test CA: the pods roll, one new pod at a time.
     let values = trust_test_ca(&ca);
