@@ -148,6 +148,8 @@ impl From<Error> for Failure {
 }
 
 impl Failure {
+    pub const SECRET_CONFLICT: &str = "SecretConflict";
+
     /// The condition reason, the Event reason and the metric label.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -157,7 +159,7 @@ impl Failure {
             Failure::NoProviderBlock { .. }
             | Failure::NoSecretNamespace { .. }
             | Failure::NoTurnUrlLeft { .. } => "InvalidSpec",
-            Failure::SecretConflict { .. } => "SecretConflict",
+            Failure::SecretConflict { .. } => Failure::SECRET_CONFLICT,
             Failure::Provider { source, .. } => source.reason(),
             Failure::Api(error) => error.reason(),
         }

@@ -15,7 +15,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use tracing::{instrument, warn};
+use tracing::{debug, instrument, warn};
 
 use crate::api::TurnCredential;
 use crate::context::Context;
@@ -78,7 +78,7 @@ pub async fn reconcile_at(tc: &TurnCredential, ctx: &Context, now: Timestamp) ->
 /// which would otherwise cost a mint on every retry).
 fn skips_reading_the_secret(tc: &TurnCredential, ctx: &Context) -> bool {
     let conflicted =
-        status::ready_state(tc.status.as_ref()).is_some_and(|(_, reason)| reason == "SecretConflict");
+        status::ready_state(tc.status.as_ref()).is_some_and(|(_, reason)| reason == Failure::SECRET_CONFLICT);
     !conflicted
         && ctx
             .known_secrets
@@ -181,7 +181,10 @@ async fn check_key(
     let resolved = match ctx.keys.resolve(&ctx.client, tc, now).await {
         Ok(resolved) => resolved,
         Err(failure @ Failure::KeyNotAllowed { .. }) => return Err(failure),
-        Err(_) => return Ok(keep(None)),
+        Err(failure) => {
+            debug!(reason = failure.reason(), error = %failure, "the key cannot be read; the credential stands until it is due");
+            return Ok(keep(None));
+        }
     };
     // A Secret written before keys were fingerprinted records none: it stands.
     let Some(minted_with) = existing.and_then(secret::key_fingerprint) else {
