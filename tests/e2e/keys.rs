@@ -29,10 +29,12 @@ fn seconds(time: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) 
     time.as_ref().expect("a time in the status").0.as_second()
 }
 
-/// The retry toma has scheduled after the failure `tc` reports: 5 s doubling per failure.
+/// The retry toma has scheduled after the failure `tc` reports (it holds no credential yet).
 fn next_retry(tc: &TurnCredential) -> i64 {
     let status = tc.status.as_ref().unwrap();
-    seconds(&status.last_failure_time) + 5 * 2i64.pow(status.failures as u32 - 1)
+    let failed_at = status.last_failure_time.as_ref().expect("a failure time").0;
+    let delay = toma::schedule::retry_delay(status.failures as u32, None, failed_at, None);
+    failed_at.as_second() + delay.as_secs() as i64
 }
 
 /// Waits until `name` has failed with `reason` three times (its next retry 20 s away), runs
