@@ -189,34 +189,70 @@ pub async fn resolve(client: &Client, name: &KeyName) -> Result<Key, Failure> {
     Ok(read(client, name).await?.0)
 }
 
+/// What a TurnKey or ClusterTurnKey says about minting: its provider block, where its Secret is
+/// (a TurnKey's own namespace, the namespace a ClusterTurnKey's secretRef names) and a
+/// ClusterTurnKey's namespaceSelector. The key watch reads keys through it too.
+pub struct KeyParts {
+    /// None when the schema was bypassed and both or neither block is set.
+    pub provider: Option<Provider>,
+    /// None for a ClusterTurnKey written past the schema without a secretRef namespace.
+    pub secret_namespace: Option<String>,
+    pub namespace_selector: Option<LabelSelector>,
+}
+
+impl KeyParts {
+    pub fn of_turn_key(key: &TurnKey) -> KeyParts {
+        let spec = &key.spec;
+        KeyParts {
+            provider: Provider::from_blocks(spec.cloudflare.as_ref(), spec.shared_secret.as_ref()),
+            secret_namespace: key.namespace(),
+            namespace_selector: None,
+        }
+    }
+
+    pub fn of_cluster_turn_key(key: &ClusterTurnKey) -> KeyParts {
+        let spec = &key.spec;
+        let provider = Provider::from_blocks(spec.cloudflare.as_ref(), spec.shared_secret.as_ref());
+        KeyParts {
+            secret_namespace: provider.as_ref().and_then(|p| p.secret_ref().namespace.clone()),
+            provider,
+            namespace_selector: spec.namespace_selector.clone(),
+        }
+    }
+
+    /// The Secret holding the API token or shared secret.
+    pub fn token_secret(&self) -> Option<ObjectRef<Secret>> {
+        let name = &self.provider.as_ref()?.secret_ref().name;
+        Some(ObjectRef::new(name).within(self.secret_namespace.as_deref()?))
+    }
+}
+
 /// The key `name` and, for a ClusterTurnKey, its namespaceSelector.
 async fn read(client: &Client, name: &KeyName) -> Result<(Key, Option<LabelSelector>), Failure> {
     let name = name.clone();
-    let (provider, secret_namespace, selector) = match &name.namespace {
+    let parts = match &name.namespace {
         Some(namespace) => {
             let key: TurnKey = get_key(Api::namespaced(client.clone(), namespace), &name).await?;
-            let spec = key.spec;
-            let provider = Provider::from_blocks(spec.cloudflare.as_ref(), spec.shared_secret.as_ref());
-            (provider, Some(namespace.clone()), None)
+            KeyParts::of_turn_key(&key)
         }
         None => {
             let key: ClusterTurnKey = get_key(Api::all(client.clone()), &name).await?;
-            let spec = key.spec;
-            let provider = Provider::from_blocks(spec.cloudflare.as_ref(), spec.shared_secret.as_ref());
-            let secret_namespace = provider.as_ref().and_then(|p| p.secret_ref().namespace.clone());
-            (provider, secret_namespace, spec.namespace_selector)
+            KeyParts::of_cluster_turn_key(&key)
         }
     };
-    let provider = provider.ok_or_else(|| Failure::NoProviderBlock { key: name.clone() })?;
-    let secret_namespace =
-        secret_namespace.ok_or_else(|| Failure::NoSecretNamespace { key: name.clone() })?;
+    let provider = parts
+        .provider
+        .ok_or_else(|| Failure::NoProviderBlock { key: name.clone() })?;
+    let secret_namespace = parts
+        .secret_namespace
+        .ok_or_else(|| Failure::NoSecretNamespace { key: name.clone() })?;
     let secret = read_secret_key(client, &name, &secret_namespace, &provider).await?;
     let key = Key {
         name,
         provider,
         secret,
     };
-    Ok((key, selector))
+    Ok((key, parts.namespace_selector))
 }
 
 async fn get_key<K>(api: Api<K>, name: &KeyName) -> Result<K, Failure>

@@ -27,8 +27,7 @@ use tracing::{debug, warn};
 
 use crate::api::{ClusterTurnKey, KeyKind, KeyName, TurnKey};
 use crate::controller::watch_backoff;
-use crate::key_resolver::KeyResolver;
-use crate::provider::Provider;
+use crate::key_resolver::{KeyParts, KeyResolver};
 
 /// What changed, for the controller to wake the TurnCredentials concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,15 +117,13 @@ trait WatchedKey:
 impl WatchedKey for TurnKey {
     const KIND: &'static str = "TurnKey";
     fn seen(&self) -> SeenKey {
-        let namespace = self.namespace().unwrap_or_default();
-        let provider = Provider::from_blocks(self.spec.cloudflare.as_ref(), self.spec.shared_secret.as_ref());
         SeenKey {
             name: KeyName {
                 kind: KeyKind::TurnKey,
-                namespace: Some(namespace.clone()),
+                namespace: self.namespace(),
                 name: self.name_any(),
             },
-            secret: provider.map(|p| ObjectRef::new(&p.secret_ref().name).within(&namespace)),
+            secret: KeyParts::of_turn_key(self).token_secret(),
             spec: hash_of(&self.spec),
         }
     }
@@ -135,19 +132,13 @@ impl WatchedKey for TurnKey {
 impl WatchedKey for ClusterTurnKey {
     const KIND: &'static str = "ClusterTurnKey";
     fn seen(&self) -> SeenKey {
-        let provider = Provider::from_blocks(self.spec.cloudflare.as_ref(), self.spec.shared_secret.as_ref());
-        let secret = provider.and_then(|p| {
-            let reference = p.secret_ref();
-            let namespace = reference.namespace.as_deref()?;
-            Some(ObjectRef::new(&reference.name).within(namespace))
-        });
         SeenKey {
             name: KeyName {
                 kind: KeyKind::ClusterTurnKey,
                 namespace: None,
                 name: self.name_any(),
             },
-            secret,
+            secret: KeyParts::of_cluster_turn_key(self).token_secret(),
             spec: hash_of(&self.spec),
         }
     }
