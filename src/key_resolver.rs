@@ -2,7 +2,7 @@
 //! A TurnKey reads its Secret from its own namespace; only a ClusterTurnKey crosses namespaces,
 //! to the one it names.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
@@ -39,6 +39,9 @@ pub struct Resolved {
 #[derive(Default)]
 pub struct KeyResolver {
     state: Mutex<State>,
+    /// Namespaces' labels as the key watch lists them, for `namespaceSelector`; until its first
+    /// list is done (or where toma may not watch namespaces) a namespace is read instead.
+    namespaces: Mutex<Option<HashMap<String, BTreeMap<String, String>>>>,
 }
 
 #[derive(Default)]
@@ -54,7 +57,7 @@ struct State {
 impl KeyResolver {
     /// The key for `tc`, from the cache, else from the API server; failures are never cached.
     /// A ClusterTurnKey whose `namespaceSelector` does not match `tc`'s namespace is refused:
-    /// that check reads the namespace each time, as its labels are not cached.
+    /// that check uses the labels the key watch keeps, or reads the namespace while it has none.
     pub async fn resolve(
         &self,
         client: &Client,
@@ -65,7 +68,7 @@ impl KeyResolver {
         let resolved = self.resolve_name(client, &name, now).await?;
         if let Some(selector) = &resolved.namespace_selector {
             let namespace = tc.namespace().unwrap_or_default();
-            if !namespace_matches(client, &namespace, selector).await? {
+            if !self.namespace_matches(client, &namespace, selector).await? {
                 return Err(Failure::KeyNotAllowed { key: name, namespace });
             }
         }
@@ -118,6 +121,63 @@ impl KeyResolver {
         Ok(resolved)
     }
 
+    /// Whether the labels of `namespace` match `selector`: from the watch's labels once it has
+    /// listed namespaces, else from the API server.
+    async fn namespace_matches(
+        &self,
+        client: &Client,
+        namespace: &str,
+        selector: &LabelSelector,
+    ) -> Result<bool, Failure> {
+        // The schema admits only selectors that parse; one written past it selects nothing.
+        let Ok(selector) = Selector::try_from(selector.clone()) else {
+            return Ok(false);
+        };
+        let watched = self.namespaces_lock().as_ref().map(|listed| {
+            listed
+                .get(namespace)
+                .is_some_and(|labels| selector.matches(labels))
+        });
+        if let Some(matches) = watched {
+            return Ok(matches);
+        }
+        let found = Api::<Namespace>::all(client.clone())
+            .get_metadata_opt(namespace)
+            .await
+            .map_err(|source| Error::GetNamespace {
+                namespace: namespace.into(),
+                source,
+            })?;
+        Ok(found.is_some_and(|ns| selector.matches(ns.labels())))
+    }
+
+    /// The watch of namespaces has listed them all once: their labels are read from here on.
+    pub fn namespaces_listed(&self, labels: HashMap<String, BTreeMap<String, String>>) {
+        *self.namespaces_lock() = Some(labels);
+    }
+
+    /// A namespace's labels, as watched after its first list; whether they changed (None: the
+    /// namespace was not known).
+    pub fn namespace_labelled(&self, namespace: &str, labels: &BTreeMap<String, String>) -> Option<bool> {
+        let mut namespaces = self.namespaces_lock();
+        let before = namespaces.as_mut()?.insert(namespace.into(), labels.clone());
+        before.map(|before| before != *labels)
+    }
+
+    pub fn namespace_deleted(&self, namespace: &str) {
+        if let Some(namespaces) = self.namespaces_lock().as_mut() {
+            namespaces.remove(namespace);
+        }
+    }
+
+    fn namespaces_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<HashMap<String, BTreeMap<String, String>>>> {
+        self.namespaces
+            .lock()
+            .expect("the namespace labels lock is never poisoned")
+    }
+
     /// Drops the cached `key`: it, or the Secret it reads, changed.
     pub fn forget(&self, key: &KeyName) {
         let mut state = self.lock();
@@ -162,26 +222,6 @@ pub fn fingerprint(key: &Key) -> String {
         inputs.extend_from_slice(key.secret.expose());
     }
     short_hash(&inputs)
-}
-
-/// Whether the labels of `namespace` match `selector`.
-async fn namespace_matches(
-    client: &Client,
-    namespace: &str,
-    selector: &LabelSelector,
-) -> Result<bool, Failure> {
-    // The schema admits only selectors that parse; one written past it selects nothing.
-    let Ok(selector) = Selector::try_from(selector.clone()) else {
-        return Ok(false);
-    };
-    let found = Api::<Namespace>::all(client.clone())
-        .get_metadata_opt(namespace)
-        .await
-        .map_err(|source| Error::GetNamespace {
-            namespace: namespace.into(),
-            source,
-        })?;
-    Ok(found.is_some_and(|ns| selector.matches(ns.labels())))
 }
 
 /// The key `name`, read from the API server now.

@@ -11,7 +11,7 @@
 //!   anyway. After that, anything new or changed is a change; a watch that starts over and lists
 //!   something other than it knew is one too.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -194,9 +194,9 @@ struct KeyWatch {
     /// The kinds of key whose first list is done.
     listed: Vec<&'static str>,
     secrets: HashMap<ObjectRef<Secret>, SecretWatch>,
-    /// Each namespace's labels, hashed; and whether their first list is done.
-    namespaces: HashMap<String, u64>,
+    /// Whether namespaces have been listed once, and what their first list has found so far.
     namespaces_listed: bool,
+    namespace_listing: Option<HashMap<String, BTreeMap<String, String>>>,
 }
 
 /// The watch of one token Secret.
@@ -352,24 +352,27 @@ impl KeyWatch {
         }
     }
 
+    /// Namespaces' labels go to the resolver, which checks `namespaceSelector` against them.
     fn namespace_event(&mut self, event: watcher::Event<PartialObjectMeta<Namespace>>) {
         match event {
+            watcher::Event::Init if !self.namespaces_listed => self.namespace_listing = Some(HashMap::new()),
             watcher::Event::Init => {}
-            watcher::Event::Delete(ns) => {
-                self.namespaces.remove(&ns.name_any());
-            }
-            watcher::Event::InitDone => self.namespaces_listed = true,
             watcher::Event::InitApply(ns) | watcher::Event::Apply(ns) => {
                 let name = ns.name_any();
-                let labels = hash_of(ns.labels());
-                let changed = match self.namespaces.insert(name.clone(), labels) {
-                    Some(before) => before != labels,
-                    None => self.namespaces_listed,
-                };
-                if changed {
+                if let Some(listing) = &mut self.namespace_listing {
+                    listing.insert(name, ns.labels().clone());
+                } else if self.keys.namespace_labelled(&name, ns.labels()) != Some(false) {
+                    // Relabelled, or new since the first list.
                     self.ready.push(Change::Namespace(name));
                 }
             }
+            watcher::Event::InitDone => {
+                if let Some(listing) = self.namespace_listing.take() {
+                    self.keys.namespaces_listed(listing);
+                    self.namespaces_listed = true;
+                }
+            }
+            watcher::Event::Delete(ns) => self.keys.namespace_deleted(&ns.name_any()),
         }
     }
 
@@ -593,5 +596,8 @@ mod tests {
         assert_eq!(labelled, [Change::Namespace("app".into())]);
         let created = ns(watcher::Event::Apply(namespace("new", &[])));
         assert_eq!(created, [Change::Namespace("new".into())]);
+        // The resolver holds the labels the watch saw, for namespaceSelector.
+        let yes = BTreeMap::from([("turn".to_string(), "yes".to_string())]);
+        assert_eq!(watch.keys.namespace_labelled("app", &yes), Some(false));
     }
 }

@@ -168,3 +168,32 @@ async fn a_cluster_key_mints_only_for_the_namespaces_its_selector_allows() {
         ["KeyNotAllowed", "Issued", "KeyNotAllowed"]
     );
 }
+
+#[tokio::test]
+async fn once_namespaces_are_watched_the_selector_reads_their_labels_without_a_request() {
+    let cluster = Cluster::default();
+    cluster.shared_secret_key();
+    allow_only_labelled_namespaces(&cluster);
+    let ctx = cluster.toma();
+    // What the key watch hands on after listing namespaces, and after a relabel.
+    ctx.keys
+        .namespaces_listed(std::collections::HashMap::from([("app".into(), BTreeMap::new())]));
+
+    cluster
+        .reconcile(&ctx, &turn_credential("web"), at(0))
+        .await
+        .unwrap();
+    assert_eq!(
+        cluster.stored_status()["conditions"][0]["reason"],
+        "KeyNotAllowed"
+    );
+
+    let allowed = BTreeMap::from([("turn".to_string(), "allowed".to_string())]);
+    assert_eq!(ctx.keys.namespace_labelled("app", &allowed), Some(true));
+    cluster.reconcile_stored(&ctx, at(10)).await.unwrap();
+    assert_eq!(cluster.stored_status()["conditions"][0]["reason"], "Issued");
+    assert!(
+        cluster.api.requests().iter().all(|r| r.path != NAMESPACE),
+        "the namespace was read"
+    );
+}
