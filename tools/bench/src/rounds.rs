@@ -5,6 +5,8 @@
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
+use crate::floor::Floor;
+use crate::operator::Run;
 use crate::report::{Results, apiserver_cpu_ratio, ratio};
 
 /// Median, lowest and highest.
@@ -42,99 +44,48 @@ pub fn summary(rounds: &[Results]) -> String {
         names.join(", ")
     );
     let _ = writeln!(out, "  {:<40} {:>8}   min–max", "", "median");
-    let runs_of = |name: &str| {
-        rounds
-            .iter()
-            .flat_map(|round| round.runs.iter().find(|r| r.name == name).map(|run| (round, run)))
-            .collect::<Vec<_>>()
+    // A line per run of each round's `figure` for it, and one per floor.
+    let runs = |out: &mut String, figure: &dyn Fn(&Results, &Run) -> Option<f64>| {
+        for name in &names {
+            let values = rounds
+                .iter()
+                .filter_map(|round| figure(round, round.runs.iter().find(|r| r.name == *name)?))
+                .collect();
+            line(out, name, values);
+        }
+    };
+    let floors = |out: &mut String, figure: &dyn Fn(&Floor) -> Option<f64>| {
+        line(
+            out,
+            "floor",
+            rounds.iter().filter_map(|r| figure(&r.floor)).collect(),
+        );
+        let with_events = rounds.iter().filter_map(|r| figure(&r.floor_with_events));
+        line(out, "floor with Events", with_events.collect());
     };
 
     let _ = writeln!(out, "time to all Ready (s)");
-    line(
-        &mut out,
-        "floor",
-        rounds.iter().map(|r| r.floor.seconds_to_ready).collect(),
-    );
-    line(
-        &mut out,
-        "floor with Events",
-        rounds
-            .iter()
-            .map(|r| r.floor_with_events.seconds_to_ready)
-            .collect(),
-    );
-    for name in &names {
-        line(
-            &mut out,
-            name,
-            runs_of(name)
-                .iter()
-                .map(|(_, run)| run.seconds_to_ready)
-                .collect(),
-        );
-    }
+    floors(&mut out, &|floor| Some(floor.seconds_to_ready));
+    runs(&mut out, &|_, run| Some(run.seconds_to_ready));
     let _ = writeln!(out, "ratio to the floor with Events of the same round");
-    for name in &names {
-        let ratios = runs_of(name)
-            .iter()
-            .map(|(round, run)| ratio(run, &round.floor_with_events))
-            .collect();
-        line(&mut out, name, ratios);
-    }
+    runs(&mut out, &|round, run| Some(ratio(run, &round.floor_with_events)));
     let _ = writeln!(out, "ratio to the floor of the same round");
-    for name in &names {
-        let ratios = runs_of(name)
-            .iter()
-            .map(|(round, run)| ratio(run, &round.floor))
-            .collect();
-        line(&mut out, name, ratios);
-    }
+    runs(&mut out, &|round, run| Some(ratio(run, &round.floor)));
     let _ = writeln!(
         out,
         "API server CPU (s): floors until all Ready, runs until all Events written"
     );
-    line(
-        &mut out,
-        "floor",
-        rounds
-            .iter()
-            .filter_map(|r| r.floor.apiserver_cpu_seconds)
-            .collect(),
-    );
-    line(
-        &mut out,
-        "floor with Events",
-        rounds
-            .iter()
-            .filter_map(|r| r.floor_with_events.apiserver_cpu_seconds)
-            .collect(),
-    );
-    for name in &names {
-        let cpu = runs_of(name)
-            .iter()
-            .filter_map(|(_, run)| run.apiserver_cpu_seconds_to_events)
-            .collect();
-        line(&mut out, name, cpu);
-    }
+    floors(&mut out, &|floor| floor.apiserver_cpu_seconds);
+    runs(&mut out, &|_, run| run.apiserver_cpu_seconds_to_events);
     let _ = writeln!(
         out,
         "API server CPU ratio to the floor with Events of the same round"
     );
-    for name in &names {
-        let ratios = runs_of(name)
-            .iter()
-            .filter_map(|(round, run)| apiserver_cpu_ratio(run, &round.floor_with_events))
-            .collect();
-        line(&mut out, name, ratios);
-    }
+    runs(&mut out, &|round, run| {
+        apiserver_cpu_ratio(run, &round.floor_with_events)
+    });
     let _ = writeln!(out, "peak RSS (MiB)");
-    for name in &names {
-        line(
-            &mut out,
-            name,
-            runs_of(name).iter().map(|(_, run)| run.peak_rss_mib).collect(),
-        );
-    }
+    runs(&mut out, &|_, run| Some(run.peak_rss_mib));
 
     // Counts do not vary; the last round's, per credential.
     let last = &rounds[rounds.len() - 1];
