@@ -86,31 +86,44 @@ pub fn filter_urls(servers: Vec<IceServer>, filter: &UrlFilter) -> Vec<IceServer
 }
 
 /// The minimal profile: one STUN URL, one TURN URL over UDP and one over TLS, preferring ports
-/// 3478, 3478 and 443; one over TCP (preferring 443) where there is no TLS one.
+/// 3478, 3478 and 443; one over TCP (preferring 443) where there is no TLS one. URLs that are
+/// neither STUN nor TURN are dropped.
 fn keep_minimal(servers: &mut [IceServer]) {
-    let all: Vec<(usize, &str, ParsedUrl)> = servers
+    let all: Vec<((usize, usize), ParsedUrl)> = servers
         .iter()
         .enumerate()
-        .flat_map(|(i, s)| s.urls.iter().map(move |u| (i, u.as_str(), ParsedUrl::parse(u))))
+        .flat_map(|(i, s)| {
+            s.urls
+                .iter()
+                .enumerate()
+                .map(move |(j, u)| ((i, j), ParsedUrl::parse(u)))
+        })
         .collect();
-    let pick = |transport: Option<Transport>, port: u16| {
-        let of_kind = || all.iter().filter(|(_, _, p)| p.transport == transport);
+    let pick = |kind: UrlKind, port: u16| {
+        let of_kind = || all.iter().filter(|(_, p)| p.kind == kind);
         of_kind()
-            .find(|(_, _, p)| p.port == Some(port))
+            .find(|(_, p)| p.port == Some(port))
             .or_else(|| of_kind().next())
-            .map(|(i, url, _)| (*i, url.to_string()))
+            .map(|(at, _)| *at)
     };
-    let tls = pick(Some(Transport::Tls), 443);
+    let tls = pick(UrlKind::Turn(Transport::Tls), 443);
     let tcp = if tls.is_none() {
-        pick(Some(Transport::Tcp), 443)
+        pick(UrlKind::Turn(Transport::Tcp), 443)
     } else {
         None
     };
-    let keep = [pick(None, 3478), pick(Some(Transport::Udp), 3478), tls, tcp];
+    let keep = [
+        pick(UrlKind::Stun, 3478),
+        pick(UrlKind::Turn(Transport::Udp), 3478),
+        tls,
+        tcp,
+    ];
     for (i, server) in servers.iter_mut().enumerate() {
-        server
-            .urls
-            .retain(|url| keep.iter().flatten().any(|(at, kept)| *at == i && kept == url));
+        let mut j = 0;
+        server.urls.retain(|_| {
+            j += 1;
+            keep.contains(&Some((i, j - 1)))
+        });
     }
 }
 
@@ -122,8 +135,8 @@ fn url_allowed(url: &str, filter: &UrlFilter) -> bool {
     {
         return false;
     }
-    match parsed.transport {
-        Some(transport) if !filter.transports.is_empty() => filter.transports.contains(&transport),
+    match parsed.kind {
+        UrlKind::Turn(transport) if !filter.transports.is_empty() => filter.transports.contains(&transport),
         _ => true,
     }
 }
@@ -131,8 +144,15 @@ fn url_allowed(url: &str, filter: &UrlFilter) -> bool {
 /// The parts of a `stun:`/`turn:`/`turns:` URL (RFC 7064/7065) that filters look at.
 struct ParsedUrl {
     port: Option<u16>,
-    /// None for STUN URLs, which carry no transport.
-    transport: Option<Transport>,
+    kind: UrlKind,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum UrlKind {
+    /// STUN URLs carry no transport.
+    Stun,
+    Turn(Transport),
+    Other,
 }
 
 impl ParsedUrl {
@@ -153,13 +173,14 @@ impl ParsedUrl {
             .split('&')
             .find_map(|kv| kv.strip_prefix("transport="))
             .map(str::to_ascii_lowercase);
-        let transport = match (scheme, transport_param.as_deref()) {
-            ("turns", _) => Some(Transport::Tls),
-            ("turn", Some("tcp")) => Some(Transport::Tcp),
-            ("turn", _) => Some(Transport::Udp),
-            _ => None,
+        let kind = match (scheme, transport_param.as_deref()) {
+            ("stun", _) => UrlKind::Stun,
+            ("turns", _) => UrlKind::Turn(Transport::Tls),
+            ("turn", Some("tcp")) => UrlKind::Turn(Transport::Tcp),
+            ("turn", _) => UrlKind::Turn(Transport::Udp),
+            _ => UrlKind::Other,
         };
-        ParsedUrl { port, transport }
+        ParsedUrl { port, kind }
     }
 }
 
@@ -248,6 +269,23 @@ mod tests {
                 "turns:turn.cloudflare.com:443?transport=tcp"
             ]
         );
+    }
+
+    #[test]
+    fn the_minimal_profile_keeps_one_of_repeated_urls_and_drops_what_is_neither_stun_nor_turn() {
+        let filter = UrlFilter {
+            profile: UrlProfile::Minimal,
+            ..UrlFilter::default()
+        };
+        let kept = filter_urls(
+            vec![
+                server(&["", "", "https://t"]),
+                server(&["turns:a", "turn:a", "turn:a", "stun:a", "stun:a"]),
+            ],
+            &filter,
+        );
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].urls, ["turns:a", "turn:a", "stun:a"]);
     }
 
     #[test]

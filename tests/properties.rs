@@ -4,6 +4,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use toma::api::{KeyKind, KeyRef, Transport, TurnCredential, TurnCredentialSpec, UrlFilter, UrlProfile};
 use toma::cloudflare::parse_generate_answer;
 use toma::credential::{Credential, IceServer, filter_urls};
@@ -67,6 +68,12 @@ fn credential() -> impl Strategy<Value = Credential> {
 }
 
 proptest! {
+    // Failures found here are kept in tests/properties.proptest-regressions and replayed first.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
+
     #[test]
     fn the_parser_never_panics_on_arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..512)) {
         let _ = parse_generate_answer(&body);
