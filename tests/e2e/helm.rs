@@ -503,7 +503,7 @@ async fn chart_lints_strictly_and_renders_every_mode_as_documented() {
     let modes = [
         "",
         "namespaced=true",
-        "namespaced=true,watchNamespace=app,serviceMonitor.enabled=true,prometheusRule.enabled=true,podDisruptionBudget.enabled=true,replicaCount=2",
+        "namespaced=true,watchNamespace=app,serviceMonitor.enabled=true,prometheusRule.enabled=true,podDisruptionBudget.enabled=true,replicaCount=2,serviceMonitor.labels.release=prom,prometheusRule.labels.release=prom",
         "serviceMonitor.enabled=true,prometheusRule.enabled=true,podDisruptionBudget.enabled=true,replicaCount=3",
         "leaderElection.enabled=false,rbac.rolloutRestart=false,rbac.aggregateToDefaultRoles=false",
     ];
@@ -607,6 +607,10 @@ async fn chart_lints_strictly_and_renders_every_mode_as_documented() {
     // Every metric the alerts use is one toma exports.
     let exported = exported_metrics();
     let rule = find(&docs, "PrometheusRule", "toma");
+    // Prometheus operators select rules and monitors by a label of the user's choosing.
+    for labelled in [rule, monitor] {
+        assert_eq!(labelled["metadata"]["labels"]["release"], "prom");
+    }
     let rules = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
     assert!(rules.len() >= 3);
     for rule in rules {
