@@ -47,6 +47,8 @@ pub struct KeyResolver {
 #[derive(Default)]
 struct State {
     resolved: HashMap<KeyName, Arc<Resolved>>,
+    /// One read of a key at a time.
+    reading: HashMap<KeyName, Arc<tokio::sync::Mutex<()>>>,
     /// Each key's last fingerprint and when it was first seen; kept across `forget`, so a token
     /// rotation does not move a pending key-change re-mint.
     seen: HashMap<KeyName, (String, Timestamp)>,
@@ -81,6 +83,15 @@ impl KeyResolver {
         name: &KeyName,
         now: Timestamp,
     ) -> Result<Arc<Resolved>, Failure> {
+        let reading = {
+            let mut state = self.lock();
+            if let Some(resolved) = state.resolved.get(name) {
+                return Ok(resolved.clone());
+            }
+            state.reading.entry(name.clone()).or_default().clone()
+        };
+        // Reconciles that start together wait for the first one's read instead of each reading.
+        let _turn = reading.lock().await;
         let changes = {
             let state = self.lock();
             if let Some(resolved) = state.resolved.get(name) {
@@ -405,6 +416,26 @@ mod tests {
         keys.forget(&KeyName::of(&credential_in("south")));
         assert_eq!(token("south").await, "token-south-2");
         assert_eq!(token("north").await, "token-north");
+    }
+
+    #[tokio::test]
+    async fn credentials_that_resolve_a_key_together_read_it_once() {
+        let api = MockApi::default();
+        key_in(&api, "north", "token-north");
+        let keys = KeyResolver::default();
+        let now = Timestamp::from_second(1_700_000_000).unwrap();
+        let tc = credential_in("north");
+        let client = api.client();
+        let resolves = (0..16).map(|_| keys.resolve(&client, &tc, now));
+        for resolved in futures::future::join_all(resolves).await {
+            assert_eq!(resolved.unwrap().key.secret.expose(), b"token-north");
+        }
+        let reads = |path: &str| api.requests().iter().filter(|r| r.path == path).count();
+        assert_eq!(
+            reads("/apis/toma.dev/v1alpha1/namespaces/north/turnkeys/cloudflare"),
+            1
+        );
+        assert_eq!(reads("/api/v1/namespaces/north/secrets/cf"), 1);
     }
 
     #[tokio::test]
