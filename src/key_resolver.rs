@@ -13,6 +13,7 @@ use kube::core::{Selector, SelectorExt};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
 
 use crate::api::{ClusterTurnKey, KeyName, TurnCredential, TurnKey};
 use crate::error::{Error, Failure};
@@ -46,14 +47,13 @@ pub struct KeyResolver {
 
 #[derive(Default)]
 struct State {
-    resolved: HashMap<KeyName, Arc<Resolved>>,
-    /// One read of a key at a time.
-    reading: HashMap<KeyName, Arc<tokio::sync::Mutex<()>>>,
+    /// Each key's cell, filled by the first read of it that succeeds: reconciles that need the
+    /// key together wait for that one read. A change replaces the cell, so a read begun before
+    /// the change fills only the cell no longer here and is not cached.
+    resolved: HashMap<KeyName, Arc<OnceCell<Arc<Resolved>>>>,
     /// Each key's last fingerprint and when it was first seen; kept across `forget`, so a token
     /// rotation does not move a pending key-change re-mint.
     seen: HashMap<KeyName, (String, Timestamp)>,
-    /// Counts changes, so that a read begun before a change is not cached after it.
-    changes: u64,
 }
 
 impl KeyResolver {
@@ -83,32 +83,24 @@ impl KeyResolver {
         name: &KeyName,
         now: Timestamp,
     ) -> Result<Arc<Resolved>, Failure> {
-        let reading = {
-            let mut state = self.lock();
-            if let Some(resolved) = state.resolved.get(name) {
-                return Ok(resolved.clone());
-            }
-            state.reading.entry(name.clone()).or_default().clone()
-        };
-        // Reconciles that start together wait for the first one's read instead of each reading.
-        let _turn = reading.lock().await;
-        let changes = {
-            let state = self.lock();
-            if let Some(resolved) = state.resolved.get(name) {
-                return Ok(resolved.clone());
-            }
-            state.changes
-        };
-        self.resolve_name_since(client, name, now, changes).await
+        let cell = self.cell(name);
+        let resolved = cell
+            .get_or_try_init(|| self.read_resolved(client, name, now))
+            .await?;
+        Ok(resolved.clone())
     }
 
-    /// Reads `name`, and caches it unless a change came after `changes` were counted.
-    async fn resolve_name_since(
+    /// The cell `name` is cached in now.
+    fn cell(&self, name: &KeyName) -> Arc<OnceCell<Arc<Resolved>>> {
+        self.lock().resolved.entry(name.clone()).or_default().clone()
+    }
+
+    /// Reads `name` from the API server, and notes when its fingerprint was first seen.
+    async fn read_resolved(
         &self,
         client: &Client,
         name: &KeyName,
         now: Timestamp,
-        changes: u64,
     ) -> Result<Arc<Resolved>, Failure> {
         let (key, namespace_selector) = read(client, name).await?;
         let fingerprint = fingerprint(&key);
@@ -120,16 +112,12 @@ impl KeyResolver {
                 now
             }
         };
-        let resolved = Arc::new(Resolved {
+        Ok(Arc::new(Resolved {
             key,
             fingerprint,
             seen_at,
             namespace_selector,
-        });
-        if state.changes == changes {
-            state.resolved.insert(name.clone(), resolved.clone());
-        }
-        Ok(resolved)
+        }))
     }
 
     /// Whether the labels of `namespace` match `selector`: from the watch's labels once it has
@@ -191,16 +179,12 @@ impl KeyResolver {
 
     /// Drops the cached `key`: it, or the Secret it reads, changed.
     pub fn forget(&self, key: &KeyName) {
-        let mut state = self.lock();
-        state.changes += 1;
-        state.resolved.remove(key);
+        self.lock().resolved.remove(key);
     }
 
     /// Drops every cached key, e.g. when the watch of keys started over and may have missed changes.
     pub fn forget_all(&self) {
-        let mut state = self.lock();
-        state.changes += 1;
-        state.resolved.clear();
+        self.lock().resolved.clear();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -445,13 +429,13 @@ mod tests {
         let keys = KeyResolver::default();
         let now = Timestamp::from_second(1_700_000_000).unwrap();
         let tc = credential_in("north");
-        // A change lands between the start of the read and its end.
-        let changes = keys.lock().changes;
-        keys.forget(&KeyName::of(&tc));
-        assert_ne!(keys.lock().changes, changes);
         let name = KeyName::of(&tc);
-        let read = keys
-            .resolve_name_since(&api.client(), &name, now, changes)
+        // A read begins (in the cell the key is cached in now), and a change lands before it ends.
+        let client = api.client();
+        let cell = keys.cell(&name);
+        keys.forget(&name);
+        let read = cell
+            .get_or_try_init(|| keys.read_resolved(&client, &name, now))
             .await
             .unwrap();
         assert_eq!(read.key.secret.expose(), b"old");
@@ -459,5 +443,8 @@ mod tests {
             keys.lock().resolved.is_empty(),
             "a read that raced a change was cached"
         );
+        key_in(&api, "north", "new");
+        let resolved = keys.resolve(&client, &tc, now).await.unwrap();
+        assert_eq!(resolved.key.secret.expose(), b"new");
     }
 }
