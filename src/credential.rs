@@ -119,11 +119,12 @@ fn keep_minimal(servers: &mut [IceServer]) {
         tcp,
     ];
     for (i, server) in servers.iter_mut().enumerate() {
-        let mut j = 0;
-        server.urls.retain(|_| {
-            j += 1;
-            keep.contains(&Some((i, j - 1)))
-        });
+        server.urls = std::mem::take(&mut server.urls)
+            .into_iter()
+            .enumerate()
+            .filter(|(j, _)| keep.contains(&Some((i, *j))))
+            .map(|(_, url)| url)
+            .collect();
     }
 }
 
@@ -196,6 +197,13 @@ mod tests {
         }
     }
 
+    fn minimal() -> UrlFilter {
+        UrlFilter {
+            profile: UrlProfile::Minimal,
+            ..UrlFilter::default()
+        }
+    }
+
     const CLOUDFLARE_WITH_53: &[&str] = &[
         "stun:stun.cloudflare.com:3478",
         "stun:stun.cloudflare.com:53",
@@ -256,11 +264,7 @@ mod tests {
             username: None,
             credential: None,
         };
-        let filter = UrlFilter {
-            profile: UrlProfile::Minimal,
-            ..UrlFilter::default()
-        };
-        let kept = filter_urls(vec![stun, server(&cloudflare_today[1..])], &filter);
+        let kept = filter_urls(vec![stun, server(&cloudflare_today[1..])], &minimal());
         assert_eq!(kept[0].urls, ["stun:stun.cloudflare.com:3478"]);
         assert_eq!(
             kept[1].urls,
@@ -273,16 +277,12 @@ mod tests {
 
     #[test]
     fn the_minimal_profile_keeps_one_of_repeated_urls_and_drops_what_is_neither_stun_nor_turn() {
-        let filter = UrlFilter {
-            profile: UrlProfile::Minimal,
-            ..UrlFilter::default()
-        };
         let kept = filter_urls(
             vec![
                 server(&["", "", "https://t"]),
                 server(&["turns:a", "turn:a", "turn:a", "stun:a", "stun:a"]),
             ],
-            &filter,
+            &minimal(),
         );
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].urls, ["turns:a", "turn:a", "stun:a"]);
@@ -290,10 +290,6 @@ mod tests {
 
     #[test]
     fn the_minimal_profile_takes_tcp_where_there_is_no_turns_and_any_port_where_the_preferred_is_missing() {
-        let filter = UrlFilter {
-            profile: UrlProfile::Minimal,
-            ..UrlFilter::default()
-        };
         let kept = filter_urls(
             vec![server(&[
                 "stun:t:19302",
@@ -301,7 +297,7 @@ mod tests {
                 "turn:t:80?transport=tcp",
                 "turn:t:443?transport=tcp",
             ])],
-            &filter,
+            &minimal(),
         );
         assert_eq!(
             kept[0].urls,
