@@ -65,6 +65,19 @@ fn describe_pods() -> String {
     kubectl(&["describe", "pods", "-n", NAMESPACE], None).unwrap_or_else(|e| e)
 }
 
+/// For failure messages: the Lease, the TurnCredentials in `app` and the end of every release
+/// pod's log.
+fn release_state(app: &str) -> String {
+    let get = |args: &[&str]| kubectl(args, None).unwrap_or_else(|e| e);
+    let mut state = get(&["get", "lease", RELEASE, "-n", NAMESPACE, "-o", "yaml"]);
+    state += &get(&["get", "tc", "-n", app, "-o", "yaml"]);
+    for (pod, _, _) in pods() {
+        state += &format!("--- log of {pod}\n");
+        state += &get(&["logs", &pod, "-n", NAMESPACE, "--tail=40"]);
+    }
+    state
+}
+
 /// Uninstalls the release if it is installed (from an earlier run, or a test that failed).
 fn uninstall_if_there() {
     let args = [
@@ -358,7 +371,15 @@ spec:
 
     // The new leader rotates on request, once.
     force_rotation(&app, "web", "1");
-    eventually(Duration::from_secs(30), || async { plain.mints().len() == 2 }).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while plain.mints().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the new leader {successor} did not rotate web within 30 s\n{}",
+            release_state(&app)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(plain.mints().len(), 2, "one rotation, one mint");
     assert_eq!(secure.mints().len(), 1);
