@@ -10,6 +10,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::secret::short_hash;
+
 /// How long a lease lasts without renewal: the longest a dead leader blocks a successor.
 const LEASE_SECONDS: u64 = 15;
 /// Renewal happens this long before the lease would lapse.
@@ -29,8 +31,9 @@ const RETRY_PERIOD: Duration = Duration::from_secs(1);
 /// Waits until this instance leads `lease_name` in `namespace` as `identity`.
 ///
 /// A standby only reads the Lease until it is free (released, lapsed or absent), then competes
-/// for it. If another standby wins that race (three or more replicas), the loser waits as the
-/// lease manager does, until the winner's lease would lapse.
+/// for it. Several may find it free at once (a standby and the pod replacing the leader, or three
+/// or more replicas): the API server lets only one take it (see [`field_manager`]), and the
+/// others wait as the lease manager does, until the winner's lease would lapse.
 pub async fn lead(
     client: Client,
     lease_name: &str,
@@ -44,7 +47,7 @@ pub async fn lead(
         .with_identity(identity)
         .with_duration(LEASE_SECONDS)
         .with_grace(GRACE_SECONDS)
-        .with_field_manager("toma")
+        .with_field_manager(field_manager(identity))
         .build()
         .await?;
     let (mut leading, task) = manager.watch().await;
@@ -62,6 +65,22 @@ pub async fn lead(
         task,
         loss_watch: None,
     })
+}
+
+/// Longest field manager name the API server accepts.
+const MAX_FIELD_MANAGER: usize = 128;
+
+/// The field manager this instance takes the Lease with: one of its own. The lease manager takes
+/// a free Lease with a server-side apply of `holderIdentity`, and only a field owned by another
+/// manager makes a second apply conflict; with one manager for every replica, two that found
+/// the Lease free together would both take it and both lead.
+fn field_manager(identity: &str) -> String {
+    let own = format!("toma-{identity}");
+    if own.len() <= MAX_FIELD_MANAGER {
+        own
+    } else {
+        format!("toma-{}", short_hash(identity.as_bytes()))
+    }
 }
 
 /// Returns once the Lease is free. Read errors are retried, except a refusal: without the right
@@ -151,5 +170,14 @@ mod tests {
         assert!(is_free(Some(&lease("toma-0", at - 16, 15)), now), "lapsed");
         assert!(!is_free(Some(&lease("toma-0", at - 14, 15)), now), "held");
         assert!(!is_free(Some(&lease("toma-0", at, 15)), now), "just renewed");
+    }
+
+    #[test]
+    fn each_instance_takes_the_lease_as_a_field_manager_of_its_own() {
+        assert_eq!(field_manager("toma-7d9f-x2"), "toma-toma-7d9f-x2");
+        let long = |last: char| format!("{}{last}", "a".repeat(200));
+        let (one, other) = (field_manager(&long('1')), field_manager(&long('2')));
+        assert!(one.len() <= MAX_FIELD_MANAGER && other.len() <= MAX_FIELD_MANAGER);
+        assert_ne!(one, other, "long identities that differ only at the end");
     }
 }
