@@ -52,7 +52,7 @@ struct State {
     /// the change fills only the cell no longer here and is not cached.
     resolved: HashMap<KeyName, Arc<OnceCell<Arc<Resolved>>>>,
     /// Each key's last fingerprint and when it was first seen; kept across `forget`, so a token
-    /// rotation does not move a pending key-change re-mint.
+    /// rotation does not move a pending key-change re-mint; dropped when the key is deleted.
     seen: HashMap<KeyName, (String, Timestamp)>,
 }
 
@@ -180,6 +180,13 @@ impl KeyResolver {
     /// Drops the cached `key`: it, or the Secret it reads, changed.
     pub fn forget(&self, key: &KeyName) {
         self.lock().resolved.remove(key);
+    }
+
+    /// Drops all that is kept of `key`: it was deleted.
+    pub fn deleted(&self, key: &KeyName) {
+        let mut state = self.lock();
+        state.resolved.remove(key);
+        state.seen.remove(key);
     }
 
     /// Drops every cached key, e.g. when the watch of keys started over and may have missed changes.
@@ -446,5 +453,20 @@ mod tests {
         key_in(&api, "north", "new");
         let resolved = keys.resolve(&client, &tc, now).await.unwrap();
         assert_eq!(resolved.key.secret.expose(), b"new");
+    }
+
+    #[tokio::test]
+    async fn a_deleted_key_leaves_nothing_behind() {
+        let api = MockApi::default();
+        key_in(&api, "north", "token-north");
+        let keys = KeyResolver::default();
+        let now = Timestamp::from_second(1_700_000_000).unwrap();
+        let tc = credential_in("north");
+        keys.resolve(&api.client(), &tc, now).await.unwrap();
+        keys.forget(&KeyName::of(&tc));
+        assert_eq!(keys.lock().seen.len(), 1, "a change keeps when the key was seen");
+        keys.deleted(&KeyName::of(&tc));
+        let state = keys.lock();
+        assert!(state.resolved.is_empty() && state.seen.is_empty());
     }
 }

@@ -256,6 +256,7 @@ impl KeyWatch {
             watcher::Event::InitDone => self.listed.push(kind),
             watcher::Event::Delete(key) => {
                 self.known.remove(&key.name);
+                self.keys.deleted(&key.name);
                 self.changed(key.name);
                 self.stop_unused_secret_watches();
             }
