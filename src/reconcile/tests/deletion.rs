@@ -40,8 +40,7 @@ async fn deleting_with_revoke_on_delete_revokes_and_releases_the_finalizer() {
 
 #[tokio::test]
 async fn a_finalizer_update_from_a_stale_read_is_refused_rather_than_lost() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
+    let cluster = Cluster::with_shared_secret_key();
     let mut tc = turn_credential("web");
     tc.spec.revoke_on_delete = true;
     cluster.api.put(CREDENTIAL, &tc);

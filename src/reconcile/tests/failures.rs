@@ -11,8 +11,7 @@ use crate::secret::desired_secret;
 
 #[tokio::test]
 async fn foreign_secret_is_not_overwritten() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
+    let cluster = Cluster::with_shared_secret_key();
     cluster
         .api
         .put(SECRET, plain_secret("web", "password", "hunter2"));
@@ -33,8 +32,7 @@ async fn foreign_secret_is_not_overwritten() {
 async fn a_secret_that_appears_while_toma_mints_is_not_taken_over() {
     // toma reads no Secret (the GET answers 404), mints, and by the time it writes, someone
     // else has created the Secret: the create-only write is refused and the Secret stays theirs.
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
+    let cluster = Cluster::with_shared_secret_key();
     cluster
         .api
         .put(SECRET, plain_secret("web", "password", "hunter2"));
@@ -60,8 +58,7 @@ async fn a_secret_that_appears_while_toma_mints_is_not_taken_over() {
 
 #[tokio::test]
 async fn a_first_write_creates_the_secret_only_if_it_is_still_absent() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
+    let cluster = Cluster::with_shared_secret_key();
 
     cluster.reconcile_web_once().await;
 
@@ -102,8 +99,7 @@ async fn missing_key_sets_key_not_found_and_keeps_the_secret() {
 
 #[tokio::test]
 async fn missing_token_key_sets_token_not_found() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
+    let cluster = Cluster::with_shared_secret_key();
     cluster.token_secret("coturn", "other-key", "x");
 
     cluster.reconcile_web_once().await;
@@ -118,8 +114,7 @@ async fn missing_token_key_sets_token_not_found() {
 
 #[tokio::test]
 async fn a_url_filter_that_leaves_no_turn_url_is_an_invalid_spec() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
+    let cluster = Cluster::with_shared_secret_key();
     let mut tc = turn_credential("web");
     tc.spec.url_filter = Some(UrlFilter {
         exclude_ports: vec![3478],
@@ -164,8 +159,7 @@ async fn repeated_failure_emits_no_second_event() {
 async fn a_failure_after_success_clears_the_renewal_time_in_the_stored_status() {
     // Server-side apply removes what toma applied before and leaves out now; a merge patch of
     // the same status would leave the old renewal time standing.
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
+    let cluster = Cluster::with_shared_secret_key();
     let mut tc = turn_credential("web");
     cluster.reconcile(&cluster.toma(), &tc, at(0)).await.unwrap();
     assert!(cluster.stored_status()["renewalTime"].is_string());
@@ -260,8 +254,7 @@ async fn unknown_key_id_sets_key_not_found() {
 
 #[tokio::test]
 async fn a_foreign_secret_the_watch_cannot_see_is_found_by_the_refused_write_and_read_from_then_on() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
+    let cluster = Cluster::with_shared_secret_key();
     cluster
         .api
         .put(SECRET, plain_secret("web", "password", "hunter2"));

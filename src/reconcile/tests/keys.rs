@@ -30,8 +30,7 @@ fn password(cluster: &Cluster) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_changed_shared_secret_re_mints_once_within_the_spread() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
+    let cluster = Cluster::with_shared_secret_key();
     let ctx = cluster.toma();
     cluster
         .reconcile(&ctx, &turn_credential("web"), at(0))
@@ -123,8 +122,7 @@ fn namespace_app(cluster: &Cluster, labels: &[(&str, &str)]) {
 
 #[tokio::test]
 async fn a_cluster_key_mints_only_for_the_namespaces_its_selector_allows() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
+    let cluster = Cluster::with_shared_secret_key();
     allow_only_labelled_namespaces(&cluster);
     namespace_app(&cluster, &[("team", "web")]);
     let ctx = cluster.toma();
@@ -171,8 +169,7 @@ async fn a_cluster_key_mints_only_for_the_namespaces_its_selector_allows() {
 
 #[tokio::test]
 async fn once_namespaces_are_watched_the_selector_reads_their_labels_without_a_request() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
+    let cluster = Cluster::with_shared_secret_key();
     allow_only_labelled_namespaces(&cluster);
     let ctx = cluster.toma();
     // What the key watch hands on after listing namespaces, and after a relabel.

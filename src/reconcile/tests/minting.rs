@@ -11,8 +11,7 @@ use crate::secret::{self, desired_secret};
 
 #[tokio::test]
 async fn a_missing_secret_is_created_with_a_fresh_credential() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
+    let cluster = Cluster::with_shared_secret_key();
     let tc = turn_credential("web");
 
     let action = cluster.reconcile(&cluster.toma(), &tc, at(0)).await.unwrap();
@@ -42,8 +41,7 @@ async fn a_missing_secret_is_created_with_a_fresh_credential() {
 
 #[tokio::test]
 async fn a_short_lived_credential_is_renewed_at_half_of_its_life_and_flagged_for_mounts() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
+    let cluster = Cluster::with_shared_secret_key();
     let ctx = cluster.toma();
     let mut tc = turn_credential("web");
     tc.spec.ttl_seconds = 60; // renewBefore 30 s by default: too short for any jitter
@@ -68,8 +66,7 @@ async fn a_short_lived_credential_is_renewed_at_half_of_its_life_and_flagged_for
 
 #[tokio::test]
 async fn a_credential_renewed_long_enough_before_expiry_is_mount_safe_and_draws_no_warning() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
+    let cluster = Cluster::with_shared_secret_key();
     let mut tc = turn_credential("web");
     tc.spec.ttl_seconds = 240; // renewBefore 120 s by default
 
@@ -91,8 +88,7 @@ async fn a_credential_renewed_long_enough_before_expiry_is_mount_safe_and_draws_
 
 #[tokio::test]
 async fn a_restarted_toma_with_a_valid_credential_mints_and_writes_nothing() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
+    let cluster = Cluster::with_shared_secret_key();
     cluster.reconcile_web_once().await;
     let before = cluster.api.requests().len();
 
@@ -119,8 +115,7 @@ async fn a_restarted_toma_with_a_valid_credential_mints_and_writes_nothing() {
 
 #[tokio::test]
 async fn reconciling_an_up_to_date_credential_again_writes_nothing() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
+    let cluster = Cluster::with_shared_secret_key();
     let ctx = cluster.toma();
     cluster
         .reconcile(&ctx, &turn_credential("web"), at(0))
@@ -144,8 +139,7 @@ async fn reconciling_an_up_to_date_credential_again_writes_nothing() {
 
 #[tokio::test]
 async fn each_reason_for_a_new_credential_has_its_event_and_metric() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
+    let cluster = Cluster::with_shared_secret_key();
     let ctx = cluster.toma();
     let mut tc = turn_credential("web");
     cluster.reconcile(&ctx, &tc, at(0)).await.unwrap();
@@ -200,8 +194,7 @@ async fn each_reason_for_a_new_credential_has_its_event_and_metric() {
 
 #[tokio::test]
 async fn a_label_someone_else_added_to_the_secret_survives_a_new_credential() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
+    let cluster = Cluster::with_shared_secret_key();
     let ctx = cluster.toma();
     let mut tc = turn_credential("web");
     cluster.reconcile(&ctx, &tc, at(0)).await.unwrap();
@@ -237,8 +230,7 @@ async fn cloudflare_mint_writes_the_ice_servers_it_answered() {
 
 #[tokio::test]
 async fn credentials_minted_together_read_their_key_once() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
+    let cluster = Cluster::with_shared_secret_key();
     let ctx = cluster.toma();
     for name in ["a", "b", "c"] {
         let mut tc = turn_credential(name);
@@ -277,8 +269,7 @@ async fn a_stale_status_does_not_undo_the_rotation_count() {
 
 #[tokio::test]
 async fn removing_the_rotate_annotation_mints_nothing() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
+    let cluster = Cluster::with_shared_secret_key();
     let ctx = cluster.toma();
     let mut tc = turn_credential("web");
     tc.annotations_mut().insert(ROTATE_ANNOTATION.into(), "1".into());
@@ -302,8 +293,7 @@ async fn removing_the_rotate_annotation_mints_nothing() {
 
 #[tokio::test]
 async fn a_new_credential_whose_secret_the_watch_knows_to_be_absent_is_written_unread() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
+    let cluster = Cluster::with_shared_secret_key();
     let ctx = cluster.toma_with_no_secrets_listed();
 
     cluster

@@ -125,8 +125,9 @@ impl Cluster {
             .collect()
     }
 
-    /// A ClusterTurnKey `cloudflare` (whatever its provider) with a shared secret.
-    fn shared_secret_key(&self) {
+    /// A cluster with a ClusterTurnKey `cloudflare` (whatever its provider) with a shared secret.
+    fn with_shared_secret_key() -> Cluster {
+        let cluster = Cluster::default();
         let provider = SharedSecretProvider {
             secret_ref: secret_key_ref("coturn", "secret"),
             urls: vec!["turn:127.0.0.1:3478?transport=udp".into()],
@@ -137,8 +138,11 @@ impl Cluster {
             shared_secret: Some(provider),
             namespace_selector: None,
         };
-        self.api.put(CLUSTER_KEY, ClusterTurnKey::new("cloudflare", spec));
-        self.token_secret("coturn", "secret", "north");
+        cluster
+            .api
+            .put(CLUSTER_KEY, ClusterTurnKey::new("cloudflare", spec));
+        cluster.token_secret("coturn", "secret", "north");
+        cluster
     }
 
     /// A ClusterTurnKey `cloudflare` minting at `base_url` with `token`.

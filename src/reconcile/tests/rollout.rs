@@ -52,9 +52,11 @@ fn workload(kind: &str, name: &str) -> Value {
 }
 
 impl Cluster {
-    /// The Deployment `consumer`.
-    fn consumer(&self) {
-        self.api.put(DEPLOYMENT, workload("Deployment", "consumer"));
+    /// A cluster with the shared-secret key and the Deployment `consumer`.
+    fn with_consumer() -> Cluster {
+        let cluster = Cluster::with_shared_secret_key();
+        cluster.api.put(DEPLOYMENT, workload("Deployment", "consumer"));
+        cluster
     }
 
     /// Stores `tc` and reconciles it as stored, at `now`.
@@ -95,9 +97,7 @@ fn forced(mut tc: TurnCredential, request: &str) -> TurnCredential {
 
 #[tokio::test(start_paused = true)]
 async fn a_target_that_records_nothing_yet_is_restarted_once_and_records_the_secrets_checksum() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
-    cluster.consumer();
+    let cluster = Cluster::with_consumer();
 
     let action = cluster
         .reconcile(&cluster.toma(), &restarting("web", &["consumer"]), at(0))
@@ -127,9 +127,7 @@ async fn a_target_that_records_nothing_yet_is_restarted_once_and_records_the_sec
 
 #[tokio::test(start_paused = true)]
 async fn nothing_is_restarted_while_the_secrets_content_is_unchanged() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
-    cluster.consumer();
+    let cluster = Cluster::with_consumer();
     let ctx = cluster.toma();
     cluster
         .reconcile(&ctx, &restarting("web", &["consumer"]), at(0))
@@ -165,9 +163,7 @@ async fn nothing_is_restarted_while_the_secrets_content_is_unchanged() {
 
 #[tokio::test(start_paused = true)]
 async fn a_rotation_restarts_the_target_for_the_new_content() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
-    cluster.consumer();
+    let cluster = Cluster::with_consumer();
     let ctx = cluster.toma();
     let tc = restarting("web", &["consumer"]);
     cluster.reconcile(&ctx, &tc, at(0)).await.unwrap();
@@ -185,9 +181,7 @@ async fn a_rotation_restarts_the_target_for_the_new_content() {
 
 #[tokio::test(start_paused = true)]
 async fn a_deleted_secret_recreated_with_a_new_credential_restarts_the_target() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
-    cluster.consumer();
+    let cluster = Cluster::with_consumer();
     let ctx = cluster.toma();
     cluster
         .reconcile(&ctx, &restarting("web", &["consumer"]), at(0))
@@ -206,9 +200,7 @@ async fn a_deleted_secret_recreated_with_a_new_credential_restarts_the_target() 
 
 #[tokio::test(start_paused = true)]
 async fn two_credentials_rotating_one_deployment_within_the_window_restart_it_once() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
-    cluster.consumer();
+    let cluster = Cluster::with_consumer();
     let ctx = cluster.toma();
     let (a, b) = (restarting("a", &["consumer"]), restarting("b", &["consumer"]));
 
@@ -232,9 +224,7 @@ async fn two_credentials_rotating_one_deployment_within_the_window_restart_it_on
 
 #[tokio::test(start_paused = true)]
 async fn credentials_rotating_one_deployment_further_apart_than_the_window_restart_it_each() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
-    cluster.consumer();
+    let cluster = Cluster::with_consumer();
     let ctx = cluster.toma();
     let (a, b) = (restarting("a", &["consumer"]), restarting("b", &["consumer"]));
     let later = RESTART_WINDOW + Duration::from_secs(1);
@@ -251,9 +241,7 @@ async fn credentials_rotating_one_deployment_further_apart_than_the_window_resta
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_restart_is_reported_and_made_up_on_the_next_reconcile() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
-    cluster.consumer();
+    let cluster = Cluster::with_consumer();
     let ctx = cluster.toma();
     let tc = restarting("web", &["consumer"]);
     cluster.reconcile(&ctx, &tc, at(0)).await.unwrap();
@@ -322,9 +310,7 @@ async fn a_restart_lost_after_the_secret_was_written_is_made_up_by_the_next_toma
 
 #[tokio::test(start_paused = true)]
 async fn a_missing_target_does_not_fail_the_reconcile_or_hold_back_the_others() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
-    cluster.consumer();
+    let cluster = Cluster::with_consumer();
     let ctx = cluster.toma();
 
     let action = cluster
@@ -342,8 +328,7 @@ async fn a_missing_target_does_not_fail_the_reconcile_or_hold_back_the_others() 
 
 #[tokio::test(start_paused = true)]
 async fn stateful_sets_and_daemon_sets_are_restarted_at_their_own_paths() {
-    let cluster = Cluster::default();
-    cluster.shared_secret_key();
+    let cluster = Cluster::with_shared_secret_key();
     let statefulset = "/apis/apps/v1/namespaces/app/statefulsets/db";
     let daemonset = "/apis/apps/v1/namespaces/app/daemonsets/agent";
     cluster.api.put(statefulset, workload("StatefulSet", "db"));
