@@ -83,28 +83,52 @@ fn reconcile_worthy(tc: &TurnCredential) -> Option<u64> {
     Some(hasher.finish())
 }
 
-/// Changes to toma's Secrets that call for a reconcile of their TurnCredential: all but the
-/// echoes of toma's own writes. Secrets are watched metadata-only and only when labelled as
-/// toma's: their contents never stream into toma, and other Secrets cost nothing.
+/// Changes to toma's Secrets that call for a reconcile of their TurnCredential (see
+/// [`SecretWakes`]). Secrets are watched metadata-only and only when labelled as toma's: their
+/// contents never stream into toma, and other Secrets cost nothing.
 fn secret_changes(
     secrets: Api<PartialObjectMeta<Secret>>,
     own_writes: Arc<OwnWrites>,
     known: Arc<KnownSecrets>,
 ) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> {
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    let mut wakes = SecretWakes::default();
     watcher(secrets, owned).try_filter_map(move |event| {
         known.observe(&event);
-        let changed = match event {
+        std::future::ready(Ok(wakes.wakes(event, &own_writes)))
+    })
+}
+
+/// Which events of toma's Secrets wake their TurnCredential: all but the echoes of toma's own
+/// writes and the first list. At start-up every TurnCredential is reconciled anyway, so the
+/// first list would only reconcile some of them twice; a later list (the watch started over)
+/// may show changes missed meanwhile, so it wakes them.
+#[derive(Default)]
+struct SecretWakes {
+    listed: bool,
+}
+
+impl SecretWakes {
+    fn wakes(
+        &mut self,
+        event: watcher::Event<PartialObjectMeta<Secret>>,
+        own_writes: &OwnWrites,
+    ) -> Option<PartialObjectMeta<Secret>> {
+        match event {
             watcher::Event::Apply(secret) if !own_writes.is_change(&secret) => None,
-            watcher::Event::Apply(secret) | watcher::Event::InitApply(secret) => Some(secret),
+            watcher::Event::Apply(secret) => Some(secret),
+            watcher::Event::InitApply(secret) => self.listed.then_some(secret),
             watcher::Event::Delete(secret) => {
                 own_writes.forget(&secret);
                 Some(secret)
             }
-            watcher::Event::Init | watcher::Event::InitDone => None,
-        };
-        std::future::ready(Ok(changed))
-    })
+            watcher::Event::InitDone => {
+                self.listed = true;
+                None
+            }
+            watcher::Event::Init => None,
+        }
+    }
 }
 
 /// Secrets, as metadata only: kube asks the API server for `PartialObjectMetadata`.
@@ -314,5 +338,28 @@ mod tests {
         assert!(delays[7] >= MAX_REWATCH.mul_f64(0.75));
         backoff.reset();
         assert!(backoff.next().unwrap() <= Duration::from_millis(625));
+    }
+
+    #[test]
+    fn the_first_list_of_secrets_wakes_nothing_and_a_later_list_wakes_what_it_lists() {
+        use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+        let own_writes = OwnWrites::new().0;
+        let mut wakes = SecretWakes::default();
+        let secret = || {
+            let mut secret = PartialObjectMeta::<Secret>::default();
+            secret.metadata.name = Some("web".into());
+            secret.metadata.namespace = Some("app".into());
+            secret
+        };
+        let mut woken = |event| wakes.wakes(event, &own_writes).is_some();
+
+        assert!(!woken(Init));
+        assert!(!woken(InitApply(secret())), "the first list");
+        assert!(!woken(InitDone));
+        assert!(woken(Apply(secret())), "an edit");
+        assert!(woken(Delete(secret())));
+        // The watch starts over: what it lists may have changed meanwhile.
+        assert!(!woken(Init));
+        assert!(woken(InitApply(secret())), "a later list");
     }
 }

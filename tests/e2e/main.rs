@@ -158,6 +158,13 @@ async fn restarting_toma_mints_nothing_while_credentials_are_valid() {
     .await;
 
     assert_eq!(env.fake.mints().len(), before, "a restart minted credentials");
+    // One reconcile each: the first list of their Secrets wakes neither again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        env.metric("toma_reconciles_total").await,
+        2.0,
+        "a restart reconciles each credential once"
+    );
     let secret_after = env.secrets().get("a").await.unwrap();
     assert_eq!(
         secret_after.resource_version(),
