@@ -14,13 +14,7 @@ use toma_testkit::{Env, SHORT_LIVED, TOKEN, eventually, kubectl};
 async fn with_two_replicas_one_leads_and_the_other_takes_over_when_it_dies() {
     let env = Env::without_toma("leader").await;
     env.apply_cloudflare_key(TOKEN);
-    let lease = [
-        "--leader-elect",
-        "--lease-name",
-        "toma-e2e",
-        "--lease-namespace",
-        env.namespace.as_str(),
-    ];
+    let lease = leader_elect(&env.namespace);
     let first = env.spawn_toma(&lease);
     eventually(Duration::from_secs(30), || first.is_leading()).await;
     let second = env.spawn_toma(&lease);
@@ -58,8 +52,8 @@ async fn with_two_replicas_one_leads_and_the_other_takes_over_when_it_dies() {
         mints.len(),
         status.rotations
     );
-    let holder = lease_holder(&env.namespace, "toma-e2e");
-    assert!(!holder.is_empty(), "the Lease toma-e2e has no holder");
+    let holder = lease_holder(&env.namespace, LEASE);
+    assert!(!holder.is_empty(), "the Lease {LEASE} has no holder");
 }
 
 /// Standbys that find the Lease free at the same moment (as every standby does when the leader
@@ -121,15 +115,7 @@ async fn standbys_that_find_the_lease_free_together_elect_one_leader() {
 async fn sigterm_stops_cleanly_and_releases_the_lease_to_the_standby() {
     let env = Env::without_toma("sigterm").await;
     env.apply_cloudflare_key(TOKEN);
-    let flags = [
-        "--leader-elect",
-        "--lease-name",
-        "toma-e2e",
-        "--lease-namespace",
-        env.namespace.as_str(),
-        "--log-format",
-        "json",
-    ];
+    let flags = [&leader_elect(&env.namespace)[..], &["--log-format", "json"]].concat();
     let first = env.spawn_toma(&flags);
     eventually(Duration::from_secs(30), || first.is_leading()).await;
     let second = env.spawn_toma(&flags);
@@ -149,7 +135,7 @@ async fn sigterm_stops_cleanly_and_releases_the_lease_to_the_standby() {
     );
     // The lease is released, not left to lapse: the standby, reading it every second, leads
     // well before the 15 s lease would have lapsed.
-    let holder = lease_holder(&env.namespace, "toma-e2e");
+    let holder = lease_holder(&env.namespace, LEASE);
     assert!(
         holder.is_empty() || second.is_leading().await,
         "the lease is still held by {holder}"
@@ -170,6 +156,20 @@ async fn sigterm_stops_cleanly_and_releases_the_lease_to_the_standby() {
         );
     }
     assert!(log.contains("lease released"));
+}
+
+/// The Lease the tomas these tests start compete for.
+const LEASE: &str = "toma-e2e";
+
+/// The flags that make a toma compete for [`LEASE`] in `namespace`.
+fn leader_elect(namespace: &str) -> [&str; 5] {
+    [
+        "--leader-elect",
+        "--lease-name",
+        LEASE,
+        "--lease-namespace",
+        namespace,
+    ]
 }
 
 /// The holder of the Lease `name` in `namespace`, empty when none holds it.
