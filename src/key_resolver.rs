@@ -352,6 +352,9 @@ mod tests {
     use k8s_openapi::ByteString;
     use std::collections::BTreeMap;
 
+    /// When every test resolves.
+    const NOW: Timestamp = Timestamp::constant(1_700_000_000, 0);
+
     fn key_in(api: &MockApi, namespace: &str, token: &str) {
         let spec = TurnKeySpec {
             cloudflare: Some(CloudflareProvider {
@@ -388,10 +391,9 @@ mod tests {
         key_in(&api, "north", "token-north");
         key_in(&api, "south", "token-south");
         let keys = KeyResolver::default();
-        let now = Timestamp::from_second(1_700_000_000).unwrap();
         let token = async |namespace: &str| {
             let resolved = keys
-                .resolve(&api.client(), &credential_in(namespace), now)
+                .resolve(&api.client(), &credential_in(namespace), NOW)
                 .await
                 .unwrap();
             String::from_utf8(resolved.key.secret.expose().to_vec()).unwrap()
@@ -414,10 +416,9 @@ mod tests {
         let api = MockApi::default();
         key_in(&api, "north", "token-north");
         let keys = KeyResolver::default();
-        let now = Timestamp::from_second(1_700_000_000).unwrap();
         let tc = credential_in("north");
         let client = api.client();
-        let resolves = (0..16).map(|_| keys.resolve(&client, &tc, now));
+        let resolves = (0..16).map(|_| keys.resolve(&client, &tc, NOW));
         for resolved in futures::future::join_all(resolves).await {
             assert_eq!(resolved.unwrap().key.secret.expose(), b"token-north");
         }
@@ -434,7 +435,6 @@ mod tests {
         let api = MockApi::default();
         key_in(&api, "north", "old");
         let keys = KeyResolver::default();
-        let now = Timestamp::from_second(1_700_000_000).unwrap();
         let tc = credential_in("north");
         let name = KeyName::of(&tc);
         // A read begins (in the cell the key is cached in now), and a change lands before it ends.
@@ -442,7 +442,7 @@ mod tests {
         let cell = keys.cell(&name);
         keys.forget(&name);
         let read = cell
-            .get_or_try_init(|| keys.read_resolved(&client, &name, now))
+            .get_or_try_init(|| keys.read_resolved(&client, &name, NOW))
             .await
             .unwrap();
         assert_eq!(read.key.secret.expose(), b"old");
@@ -451,7 +451,7 @@ mod tests {
             "a read that raced a change was cached"
         );
         key_in(&api, "north", "new");
-        let resolved = keys.resolve(&client, &tc, now).await.unwrap();
+        let resolved = keys.resolve(&client, &tc, NOW).await.unwrap();
         assert_eq!(resolved.key.secret.expose(), b"new");
     }
 
@@ -460,9 +460,8 @@ mod tests {
         let api = MockApi::default();
         key_in(&api, "north", "token-north");
         let keys = KeyResolver::default();
-        let now = Timestamp::from_second(1_700_000_000).unwrap();
         let tc = credential_in("north");
-        keys.resolve(&api.client(), &tc, now).await.unwrap();
+        keys.resolve(&api.client(), &tc, NOW).await.unwrap();
         keys.forget(&KeyName::of(&tc));
         assert_eq!(keys.lock().seen.len(), 1, "a change keeps when the key was seen");
         keys.deleted(&KeyName::of(&tc));
